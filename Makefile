@@ -1,0 +1,66 @@
+# The two commands of the README are `make run` and `make test`; both create the
+# environment first if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+EXECUTED := build/executed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+# Offline, quick configuration used by `make test` and CI.
+QUICK_ENV := HELPERS_QUICK=1 HELPERS_DATA_SOURCE=offline MPLBACKEND=Agg
+
+.PHONY: help env run test lint unit nbval bench offline-data notebooks clean
+
+help:
+	@echo "make run    - create the environment if missing, execute every notebook at full size"
+	@echo "make test   - create the environment if missing, run ruff, pytest and nbval (quick, offline)"
+	@echo "make bench  - run the benchmark scripts in bench/ (they print ratios)"
+	@echo "make notebooks - re-execute notebooks in quick mode and keep only the checked outputs"
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade "pip>=23"
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+# Real Fashion-MNIST from Debian's package: the offline stand-in for tests.
+offline-data:
+	@if [ ! -d $(FASHION_DIR) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)); \
+	  else \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu)"; \
+	  fi; \
+	fi
+
+run: env
+	mkdir -p $(EXECUTED)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
+	    --output-dir $(EXECUTED) $$nb || exit 1; \
+	done
+	@echo "executed notebooks: $(EXECUTED)/   figures and run records: $${HELPERS_FIGURES_DIR:-figures}/"
+
+lint: env
+	$(BIN)/ruff check .
+
+unit: env offline-data
+	$(QUICK_ENV) $(BIN)/pytest tests
+
+nbval: env offline-data
+	$(QUICK_ENV) $(BIN)/pytest --nbval-lax -p no:cacheprovider notebooks
+
+test: lint unit nbval
+
+bench: env
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+notebooks: env offline-data
+	$(QUICK_ENV) $(BIN)/python scripts/refresh_notebooks.py $(NOTEBOOKS)
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

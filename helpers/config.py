@@ -1,0 +1,189 @@
+"""Settings for the whole series, read once from the environment.
+
+| variable              | meaning                                                   | default                        |
+|-----------------------|-----------------------------------------------------------|--------------------------------|
+| ``HELPERS_QUICK``     | ``1`` for the small, fast configuration used by CI         | ``0``                          |
+| ``HELPERS_DATA_DIR``  | where data sets are downloaded and cached                  | ``<repo>/data``                |
+| ``HELPERS_FIGURES_DIR`` | where figures and run records go                         | ``<repo>/figures`` (full), ``<repo>/build/quick-figures`` (quick) |
+| ``HELPERS_DEVICE``    | ``cpu``, ``cuda``, ``cuda:N`` or ``mps``                   | ``cuda`` if available, else ``cpu`` |
+| ``HELPERS_SEED``      | integer seed for every run                                 | ``0``                          |
+| ``HELPERS_DATA_SOURCE`` | ``auto``, ``real`` or ``offline`` (see ``helpers.data``) | ``auto``                       |
+
+Quick mode changes sizes and epochs, never the code path. Quick runs write their
+figures to a scratch folder so they never overwrite the committed report figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_SOURCES = ("auto", "real", "offline")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A ``HELPERS_*`` environment variable holds a value we cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The series' settings; see the module docstring for the variables behind them."""
+
+    quick: bool
+    data_dir: Path
+    figures_dir: Path
+    device: torch.device
+    seed: int
+    data_source: str
+
+    @property
+    def mode(self) -> str:
+        return "quick" if self.quick else "full"
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean; use 1 or 0.")
+
+
+def _parse_seed(raw: str) -> int:
+    try:
+        seed = int(raw.strip())
+    except ValueError:
+        raise SettingsError(
+            f"HELPERS_SEED={raw!r} is not an integer; use e.g. HELPERS_SEED=0."
+        ) from None
+    if not 0 <= seed < 2**32:
+        raise SettingsError(f"HELPERS_SEED={seed} is out of range; use 0 <= seed < 2**32.")
+    return seed
+
+
+def parse_device(raw: str | None) -> torch.device:
+    """``None``/empty -> cuda if available else cpu; otherwise validate the name."""
+    if raw is None or not raw.strip():
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = raw.strip().lower()
+    valid = "valid choices: cpu, cuda, cuda:N, mps (or leave HELPERS_DEVICE unset)"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SettingsError(f"HELPERS_DEVICE={raw!r} is not a device; {valid}.") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(
+                f"HELPERS_DEVICE={raw!r} but CUDA is not available on this machine; "
+                f"use HELPERS_DEVICE=cpu. {valid}."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SettingsError(
+                f"HELPERS_DEVICE={raw!r} but only {torch.cuda.device_count()} CUDA device(s) exist."
+            )
+        return device
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise SettingsError(f"HELPERS_DEVICE={raw!r} but MPS is not available; {valid}.")
+        return device
+    raise SettingsError(f"HELPERS_DEVICE={raw!r} is not supported; {valid}.")
+
+
+def _path(env, name: str, default: Path) -> Path:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser().resolve() if raw else default
+
+
+def read_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Parse settings from ``environ`` (default ``os.environ``); raises ``SettingsError``."""
+    env = os.environ if environ is None else environ
+    quick = _parse_bool("HELPERS_QUICK", env.get("HELPERS_QUICK", "0"))
+    default_figures = REPO_ROOT / ("build/quick-figures" if quick else "figures")
+    source = env.get("HELPERS_DATA_SOURCE", "auto").strip().lower() or "auto"
+    if source not in DATA_SOURCES:
+        raise SettingsError(
+            f"HELPERS_DATA_SOURCE={source!r} is unknown; valid choices: {', '.join(DATA_SOURCES)}."
+        )
+    return Settings(
+        quick=quick,
+        data_dir=_path(env, "HELPERS_DATA_DIR", REPO_ROOT / "data"),
+        figures_dir=_path(env, "HELPERS_FIGURES_DIR", default_figures),
+        device=parse_device(env.get("HELPERS_DEVICE")),
+        seed=_parse_seed(env.get("HELPERS_SEED", "0")),
+        data_source=source,
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The settings of this process, read from the environment once and cached."""
+    return read_settings()
+
+
+def seed_everything(seed: int | None = None) -> int:
+    """Seed Python, NumPy and torch (CPU and CUDA); returns the seed used."""
+    seed = settings().seed if seed is None else int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return seed
+
+
+def run_header(s: Settings | None = None) -> str:
+    """One line for the first cell of every notebook: mode, device, seed, data, versions."""
+    s = settings() if s is None else s
+    return (
+        f"mode={s.mode} | device={s.device} | seed={s.seed} | data={s.data_source} | "
+        f"torch {torch.__version__} | numpy {np.__version__}"
+    )
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages a result depends on."""
+    import matplotlib
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
+
+
+def write_run_record(name: str, record: dict, s: Settings | None = None) -> Path:
+    """Write ``<figures_dir>/<name>.json``: ``record`` plus settings and versions.
+
+    ``record`` should name its data source (e.g. ``{"data": split.source, ...}``).
+    No timestamps, so reruns with the same results give the same file.
+    """
+    s = settings() if s is None else s
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"run record name {name!r} must be a plain file stem like '01_matrix_chain'.")
+    full = {
+        "settings": {"mode": s.mode, "device": str(s.device), "seed": s.seed,
+                     "data_source_setting": s.data_source},
+        "versions": versions(),
+        **record,
+    }
+    s.figures_dir.mkdir(parents=True, exist_ok=True)
+    path = s.figures_dir / f"{name}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,194 @@
+"""Plotting for the whole series: one style, deterministic export, reusable figures.
+
+Everything here takes plain arrays, tensors or dicts of lists; nothing imports the
+rest of ``helpers`` except ``config`` (for the figures folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+
+from helpers.config import settings
+
+STYLE = {
+    "figure.figsize": (6.4, 4.0),
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": mpl.cycler(
+        color=["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
+    ),
+    "lines.linewidth": 1.6,
+    "legend.frameon": False,
+    "image.cmap": "viridis",
+    # Deterministic files: fixed ids in SVG, text kept as paths (no font lookups).
+    "svg.hashsalt": "backprop-series",
+    "svg.fonttype": "path",
+    "path.simplify": True,
+}
+_METADATA = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+}
+
+
+def use_style() -> None:
+    """Apply the series' matplotlib style (called on import)."""
+    mpl.rcParams.update(STYLE)
+
+
+use_style()
+
+
+def figure_path(name: str, suffix: str = ".png") -> Path:
+    """Where ``savefig(fig, name)`` writes: ``<figures_dir>/<name><suffix>``."""
+    return settings().figures_dir / f"{name}{suffix}"
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"figure name {name!r} must be a plain file stem like '01_loss_curves'.")
+
+
+def savefig(fig: plt.Figure, name: str, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Write ``fig`` to ``<figures_dir>/<name>.png`` and ``.svg``; returns the paths.
+
+    Files carry no dates or random ids, so the same code gives byte-identical files.
+    In quick mode ``figures_dir`` is a scratch folder, so report figures stay untouched.
+    """
+    _check_name(name)
+    out = settings().figures_dir
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with mpl.rc_context(STYLE):
+        for fmt in formats:
+            path = out / f"{name}.{fmt}"
+            tmp = path.with_name(path.name + ".tmp")
+            fig.savefig(tmp, format=fmt, metadata=_METADATA.get(fmt))
+            tmp.replace(path)
+            paths.append(path)
+    return paths
+
+
+def plot_curves(
+    histories: Mapping[str, Mapping[str, Sequence[float]]] | Mapping[str, Sequence[float]],
+    metrics: Sequence[str] | None = None,
+    title: str | None = None,
+    xlabel: str = "epoch",
+    logy: Sequence[str] = (),
+) -> plt.Figure:
+    """One panel per metric, one line per run.
+
+    ``histories`` is either one history ``{"train_loss": [...], "val_acc": [...]}`` or
+    ``{run_name: history}``. Keys sharing a metric (``train_loss``/``val_loss``) go in
+    the same panel, solid for train and dashed for validation/test. ``metrics`` picks
+    panels by suffix (default: every suffix found, e.g. ``("loss", "acc")``).
+    """
+    if histories and all(isinstance(v, Sequence) for v in histories.values()):
+        histories = {"": histories}
+    panels = list(metrics) if metrics else _metric_suffixes(histories)
+    if not panels:
+        raise ValueError("plot_curves got no series; expected keys like 'train_loss', 'val_acc'.")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), squeeze=False)
+    colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes[0], panels):
+        for i, (run, hist) in enumerate(histories.items()):
+            for key, values in hist.items():
+                split, _, suffix = key.rpartition("_")
+                if suffix != metric and key != metric:
+                    continue
+                x = np.arange(1, len(values) + 1)
+                style = "-" if split in ("", "train") else "--"
+                label = " ".join(p for p in (run, split) if p)
+                ax.plot(x, values, style, color=colors[i % len(colors)], label=label or key)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric)
+        if metric in logy:
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _metric_suffixes(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> list[str]:
+    seen: list[str] = []
+    for hist in histories.values():
+        for key in hist:
+            suffix = key.rpartition("_")[2]
+            if suffix not in seen:
+                seen.append(suffix)
+    return seen
+
+
+def plot_confusion(cm, classes: Sequence[str], title: str | None = None) -> plt.Figure:
+    """Confusion matrix ``cm`` (C x C, rows = true, columns = predicted) with counts."""
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(classes):
+        raise ValueError(f"cm must be {len(classes)}x{len(classes)} for {len(classes)} classes, got {cm.shape}.")
+    size = max(3.5, 0.55 * len(classes) + 1.5)
+    fig, ax = plt.subplots(figsize=(size + 0.8, size))
+    im = ax.imshow(cm, cmap="Blues")
+    ax.grid(False)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = cm.max() / 2 if cm.size else 0
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, f"{v:d}" if np.issubdtype(cm.dtype, np.integer) else f"{v:.2f}",
+                ha="center", va="center", fontsize=8,
+                color="white" if v > threshold else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8,
+               title: str | None = None, cmap: str = "gray", scale: float = 1.3) -> plt.Figure:
+    """Show images in a grid.
+
+    ``images``: N x H x W (grey) or N x C x H x W (C = 1 or 3), any float range
+    (each image is min-max scaled for display) or uint8. ``titles``: N strings.
+    """
+    arr = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
+    if arr.ndim == 4:
+        arr = arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
+    if arr.ndim not in (3, 4) or len(arr) == 0:
+        raise ValueError(f"images must be N x H x W or N x C x H x W with N >= 1, got {np.shape(images)}.")
+    if titles is not None and len(titles) != len(arr):
+        raise ValueError(f"got {len(titles)} titles for {len(arr)} images.")
+    n = len(arr)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.3 if title else 0)),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        img = arr[k].astype(np.float64)
+        lo, hi = img.min(), img.max()
+        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+        ax.imshow(img, cmap=cmap if img.ndim == 2 else None, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,71 @@
+"""helpers.plotting: deterministic export, quick-mode scratch folder, figure helpers."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import config, plotting  # noqa: E402
+
+
+@pytest.fixture
+def figures_dir(tmp_path, monkeypatch):
+    s = config.read_settings({"HELPERS_FIGURES_DIR": str(tmp_path)})
+    monkeypatch.setattr(plotting, "settings", lambda: s)
+    return tmp_path
+
+
+def _figure():
+    fig, ax = plt.subplots()
+    ax.plot(np.arange(10), np.arange(10) ** 2, label="squares")
+    ax.set_title("a title")
+    ax.legend()
+    return fig
+
+
+def test_savefig_is_byte_identical_across_runs(figures_dir):
+    first = [p.read_bytes() for p in plotting.savefig(_figure(), "00_demo")]
+    second = [p.read_bytes() for p in plotting.savefig(_figure(), "00_demo")]
+    assert first == second
+    assert (figures_dir / "00_demo.png").exists() and (figures_dir / "00_demo.svg").exists()
+    svg = (figures_dir / "00_demo.svg").read_text()
+    assert "<dc:date>" not in svg
+    plt.close("all")
+
+
+def test_savefig_rejects_paths(figures_dir):
+    with pytest.raises(ValueError, match="plain file stem"):
+        plotting.savefig(_figure(), "../x")
+    plt.close("all")
+
+
+def test_quick_mode_never_targets_committed_figures():
+    quick = config.read_settings({"HELPERS_QUICK": "1"})
+    assert quick.figures_dir != config.REPO_ROOT / "figures"
+
+
+def test_plot_curves_one_panel_per_metric():
+    hist = {"train_loss": [3, 2, 1], "val_loss": [3, 2.5, 2], "train_acc": [0.1, 0.5, 0.9], "val_acc": [0.1, 0.4, 0.7]}
+    fig = plotting.plot_curves(hist)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "acc"]
+    assert len(fig.axes[0].lines) == 2
+    fig = plotting.plot_curves({"a": hist, "b": hist}, metrics=["acc"])
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 4
+    with pytest.raises(ValueError, match="no series"):
+        plotting.plot_curves({})
+    plt.close("all")
+
+
+def test_confusion_and_image_grid_check_shapes():
+    fig = plotting.plot_confusion(np.array([[5, 1], [2, 7]]), ["a", "b"])
+    assert len(fig.axes[0].texts) == 4
+    with pytest.raises(ValueError, match="2x2"):
+        plotting.plot_confusion(np.ones((3, 3), int), ["a", "b"])
+    fig = plotting.image_grid(np.random.rand(5, 3, 8, 8), titles=list("abcde"), ncols=3)
+    assert sum(ax.get_title() != "" for ax in fig.axes) == 5
+    with pytest.raises(ValueError, match="titles"):
+        plotting.image_grid(np.random.rand(2, 8, 8), titles=["x"])
+    plt.close("all")
