@@ -35,7 +35,7 @@ def test_tampered_file_does_not_execute_code(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"weight": _Exploit(marker)}, f)
+        pickle.dump({"weight": _Exploit(marker)}, f, protocol=2)
     with pytest.raises(CheckpointError, match="could not be loaded safely"):
         load_checkpoint(_net(), path)
     assert not marker.exists()
