@@ -52,7 +52,7 @@ unit: env offline-data
 	$(QUICK_ENV) $(BIN)/pytest tests
 
 nbval: env offline-data
-	$(QUICK_ENV) $(BIN)/pytest --nbval-lax -p no:cacheprovider notebooks
+	$(QUICK_ENV) $(BIN)/pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test: lint unit nbval
 
