@@ -41,3 +41,122 @@ def clone_model(model: nn.Module) -> nn.Module:
     import copy
 
     return copy.deepcopy(model)
+
+
+# --- MNIST model zoo (notebook 06): softmax regression, MLP, LeNet-5 x plain/dropout/batchnorm ---
+
+MODEL_KINDS = ("softmax", "mlp", "lenet")
+MODEL_VARIANTS = ("plain", "dropout", "batchnorm")
+DEFAULT_DROPOUT = {"softmax": 0.2, "mlp": 0.3, "lenet": 0.25}
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in MODEL_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(MODEL_VARIANTS)}.")
+
+
+def _check_probability(p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability p={p} must satisfy 0 <= p < 1.")
+
+
+def _linear_block(n_in: int, n_out: int, variant: str, p: float, hidden: bool = True) -> list[nn.Module]:
+    """[Dropout(p)] Linear, then for a hidden layer [BatchNorm1d] ReLU.
+
+    Dropout (variant ``dropout``) comes before the linear layer; batchnorm (variant
+    ``batchnorm``) after it, never after the output layer. A linear layer followed by
+    batchnorm needs no bias (batchnorm's shift replaces it).
+    """
+    layers: list[nn.Module] = [nn.Dropout(p)] if variant == "dropout" else []
+    bn = hidden and variant == "batchnorm"
+    layers.append(nn.Linear(n_in, n_out, bias=not bn))
+    if bn:
+        layers.append(nn.BatchNorm1d(n_out))
+    if hidden:
+        layers.append(nn.ReLU())
+    return layers
+
+
+class SoftmaxRegression(nn.Sequential):
+    """Multinomial logistic regression: flatten, one linear layer 784 -> 10 (logits).
+
+    ``dropout`` drops input pixels (probability ``p``); ``batchnorm`` normalises each
+    input pixel with batch statistics before the linear layer.
+    Input N x 1 x 28 x 28, output N x 10. 7,850 parameters (plain).
+    """
+
+    def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["softmax"],
+                 n_in: int = 784, n_classes: int = 10):
+        _check_variant(variant)
+        _check_probability(p)
+        layers: list[nn.Module] = [nn.Flatten()]
+        if variant == "batchnorm":
+            layers.append(nn.BatchNorm1d(n_in))
+        layers += _linear_block(n_in, n_classes, variant, p, hidden=False)
+        super().__init__(*layers)
+
+
+class MLP(nn.Sequential):
+    """Flatten, then 784-256-128-10 with ReLU between layers; logits out.
+
+    ``dropout``: dropout on the hidden activations (before every linear layer but the first);
+    ``batchnorm``: BatchNorm1d after each hidden linear layer (before the ReLU).
+    Input N x 1 x 28 x 28, output N x 10. 235,146 parameters (plain).
+    """
+
+    def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["mlp"],
+                 sizes: tuple[int, ...] = (784, 256, 128, 10)):
+        _check_variant(variant)
+        _check_probability(p)
+        if len(sizes) < 3:
+            raise ValueError(f"MLP sizes {sizes} need at least input, one hidden and output size.")
+        # Dropout acts on hidden activations only; dropping raw pixels is the softmax model's variant.
+        first = "plain" if variant == "dropout" else variant
+        layers: list[nn.Module] = [nn.Flatten(), *_linear_block(sizes[0], sizes[1], first, p)]
+        for n_in, n_out in zip(sizes[1:-2], sizes[2:-1]):
+            layers += _linear_block(n_in, n_out, variant, p)
+        layers += _linear_block(sizes[-2], sizes[-1], variant, p, hidden=False)
+        super().__init__(*layers)
+
+
+class LeNet5(nn.Sequential):
+    """LeNet-5 with ReLU and max pooling, for 1 x 28 x 28 images.
+
+    conv 6@5x5 (padding 2) -> 6 x 28 x 28 -> pool -> 6 x 14 x 14
+    conv 16@5x5             -> 16 x 10 x 10 -> pool -> 16 x 5 x 5 -> flatten 400
+    fully connected 400-120-84-10 (logits).
+    ``dropout``: dropout before each fully connected layer; ``batchnorm``: BatchNorm
+    after each conv and hidden linear layer (not after the output layer).
+    Input N x 1 x 28 x 28, output N x 10. 61,706 parameters (plain).
+    """
+
+    def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["lenet"], n_classes: int = 10):
+        _check_variant(variant)
+        _check_probability(p)
+        bn = variant == "batchnorm"
+        layers: list[nn.Module] = []
+        for c_in, c_out, pad in ((1, 6, 2), (6, 16, 0)):
+            layers.append(nn.Conv2d(c_in, c_out, kernel_size=5, padding=pad, bias=not bn))
+            if bn:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers += [nn.ReLU(), nn.MaxPool2d(2)]
+        layers.append(nn.Flatten())
+        layers += _linear_block(16 * 5 * 5, 120, variant, p)
+        layers += _linear_block(120, 84, variant, p)
+        layers += _linear_block(84, n_classes, variant, p, hidden=False)
+        super().__init__(*layers)
+
+
+_MODEL_CLASSES = {"softmax": SoftmaxRegression, "mlp": MLP, "lenet": LeNet5}
+
+
+def make_model(kind: str, variant: str = "plain", **kwargs) -> nn.Module:
+    """A fresh, randomly initialised zoo model: ``kind`` in MODEL_KINDS, ``variant`` in MODEL_VARIANTS.
+
+    Extra keywords go to the class (e.g. ``p=0.5`` for the dropout probability).
+    Every model maps N x 1 x 28 x 28 images to N x 10 logits.
+    """
+    if kind not in _MODEL_CLASSES:
+        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}.")
+    _check_variant(variant)
+    return _MODEL_CLASSES[kind](variant=variant, **kwargs)
