@@ -24,17 +24,19 @@ def refresh(path: Path) -> None:
     NotebookClient(nb, timeout=1800, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     kept = 0
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        cell.execution_count = None
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    for number, cell in enumerate(code_cells, start=1):
         cell.metadata.pop("execution", None)
         if MARK in cell.source:
             kept += 1
+            # nbval fails a reference cell that has outputs but no execution count
+            # ("Unrun reference cell has outputs"), so checked cells get a fixed number.
+            cell.execution_count = number
             for out in cell.outputs:
                 if "execution_count" in out:
-                    out["execution_count"] = None
+                    out["execution_count"] = number
         else:
+            cell.execution_count = None
             cell.outputs = []
     nb.metadata.pop("widgets", None)
     nbformat.write(nb, path)
