@@ -23,6 +23,7 @@ put it in figure titles, printed results and run records.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import importlib.util
@@ -120,6 +121,10 @@ class Split:
         counts = torch.bincount(self.y, minlength=len(self.classes)).tolist()
         return dict(zip(self.classes, counts))
 
+    def to(self, device: torch.device | str) -> Split:
+        """The same split with ``x`` and ``y`` on ``device`` (e.g. once onto the GPU before training)."""
+        return Split(self.x.to(device), self.y.to(device), self.classes, self.name)
+
 
 @dataclass(frozen=True, repr=False, eq=False)
 class DataSplits:
@@ -147,6 +152,11 @@ class DataSplits:
 
     def splits(self) -> tuple[Split, Split, Split]:
         return (self.train, self.val, self.test)
+
+    def to(self, device: torch.device | str) -> DataSplits:
+        """All three splits moved to ``device``; statistics and provenance unchanged."""
+        return dataclasses.replace(self, train=self.train.to(device), val=self.val.to(device),
+                                   test=self.test.to(device))
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the normalisation: ``x * std + mean`` (C x H x W or N x C x H x W), pixels in [0, 1]."""
@@ -263,7 +273,7 @@ def batches(split: Split, batch_size: int, shuffle: bool = True,
     generator = None
     if seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator).to(split.x.device)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         yield split.x.index_select(0, idx), split.y.index_select(0, idx)

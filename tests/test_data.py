@@ -46,11 +46,16 @@ def no_download(monkeypatch):
     monkeypatch.setattr(data, "_download", fail)
 
 
+_LOADED = {}
+
+
 def _load(name, data_dir, **kw):
-    kw.setdefault("source", "offline")
-    kw.setdefault("quick", False)
-    kw.setdefault("seed", 0)
-    return load_dataset(name, data_dir=data_dir, **kw)
+    """load_dataset with offline, full-size, seed-0 defaults; memoised per session (tensors are not mutated)."""
+    kw = {"source": "offline", "quick": False, "seed": 0, **kw}
+    key = (name, str(data_dir), tuple(sorted(kw.items())))
+    if key not in _LOADED or kw["source"] != "offline":
+        _LOADED[key] = load_dataset(name, data_dir=data_dir, **kw)
+    return _LOADED[key]
 
 
 def _rows(x):
@@ -79,10 +84,15 @@ def test_named_loaders_match_load_dataset(data_dir):
     a = load_cifar2(data_dir=data_dir, source="offline", quick=False, seed=3)
     b = _load("cifar2", data_dir, seed=3)
     assert torch.equal(a.train.x, b.train.x) and torch.equal(a.val.y, b.val.y)
-    m = data.load_mnist(data_dir=data_dir, source="offline", quick=True, seed=0)
-    assert m.dataset == "mnist"
-    f = data.load_fashion_mnist(data_dir=data_dir, source="offline", quick=True, seed=0)
-    assert f.dataset == "fashion_mnist"
+
+
+
+def test_named_loaders_pass_every_keyword_through(monkeypatch):
+    calls = []
+    monkeypatch.setattr(data, "load_dataset", lambda *args: calls.append(args))
+    data.load_mnist(0.2, 7, True, "offline", "/x")
+    data.load_fashion_mnist(val_fraction=0.3, seed=8, quick=False, source="real", data_dir="/y")
+    assert calls == [("mnist", 0.2, 7, True, "offline", "/x"), ("fashion_mnist", 0.3, 8, False, "real", "/y")]
 
 
 def test_sources_are_labelled_honestly(data_dir):
@@ -110,7 +120,9 @@ def test_mnist_standin_is_the_5k_sample_split_4000_1000(data_dir):
 
 
 def test_same_seed_same_splits_other_seed_other_val(data_dir):
-    a, b, c = _load("cifar2", data_dir, seed=1), _load("cifar2", data_dir, seed=1), _load("cifar2", data_dir, seed=2)
+    a, c = _load("cifar2", data_dir, seed=1), _load("cifar2", data_dir, seed=2)
+    b = load_dataset("cifar2", data_dir=data_dir, source="offline", quick=False, seed=1)  # a fresh load
+    assert b is not a
     assert torch.equal(a.val.x, b.val.x) and torch.equal(a.train.y, b.train.y)
     assert _rows(a.val.x) != _rows(c.val.x)
     assert torch.equal(a.test.y, c.test.y)  # the test set never depends on the split seed
