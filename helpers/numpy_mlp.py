@@ -25,6 +25,7 @@ products go to BLAS through ``np.matmul``, and no Python loop runs over samples.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import zipfile
@@ -366,6 +367,22 @@ DEFAULT_EPOCHS = 20
 DEFAULT_BATCH_SIZE = 32
 
 
+def blas_threads(n: int | None):
+    """Context manager limiting NumPy's BLAS to ``n`` threads (``None``: leave as is).
+
+    The products here are small (B x 784 by 784 x 64); on a busy machine a multi-threaded
+    BLAS spends more time waking threads than multiplying. Needs ``threadpoolctl``
+    (installed with scikit-learn); without it this is a no-op.
+    """
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(n), user_api="blas")
+
+
 def _progress_enabled(progress: bool | None) -> bool:
     if progress is not None:
         return bool(progress)
@@ -374,15 +391,16 @@ def _progress_enabled(progress: bool | None) -> bool:
 
 def train_network(net: NumpyMLP, splits, lr: float = DEFAULT_LR, epochs: int = DEFAULT_EPOCHS,
                   batch_size: int = DEFAULT_BATCH_SIZE, seed: int | None = None, n_train: int | None = None,
-                  progress: bool | None = None) -> dict[str, list[float]]:
+                  progress: bool | None = None, threads: int | None = 1) -> dict[str, list[float]]:
     """Mini-batch SGD on ``splits.train`` (a ``helpers.data`` DataSplits); returns the history.
 
-    Each epoch shuffles the training set with ``numpy.random.default_rng(seed + epoch)``,
+    Each epoch shuffles the training set with ``numpy.random.default_rng([seed, epoch])``,
     one-hot encodes each batch and runs ``reset_grad, forward, update_grad, update_params(lr)``
     (``lr`` scales the batch-mean gradient). ``n_train`` keeps the first ``n_train`` images.
     History (per epoch): ``train_loss``/``train_acc`` (running means over the epoch's batches),
     ``val_loss``/``val_acc`` (after the epoch), ``lr`` and ``seconds`` (training time, no eval).
     ``progress``: a tqdm bar over epochs; ``None`` shows it only in a terminal or notebook.
+    ``threads``: BLAS threads while training (see ``blas_threads``; 1 is fastest for small batches).
     """
     from tqdm import tqdm
 
@@ -399,11 +417,17 @@ def train_network(net: NumpyMLP, splits, lr: float = DEFAULT_LR, epochs: int = D
         raise ValueError(f"the network takes {net.n_in} inputs and {net.n_out} classes; the data has "
                          f"{X.shape[1]} features and labels up to {int(y.max())}.")
     batch_size = min(int(batch_size), len(X))
-    xb = np.empty((batch_size, net.n_in), net.dtype)
-    yb = np.empty((batch_size, net.n_out), net.dtype)
     history: dict[str, list[float]] = {k: [] for k in
                                        ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")}
-    bar = tqdm(range(epochs), desc="epochs", disable=not _progress_enabled(progress), file=sys.stderr)
+    with blas_threads(threads):
+        _train_epochs(net, X, y, Xv, yv, lr, epochs, batch_size, seed, history,
+                      tqdm(range(epochs), desc="epochs", disable=not _progress_enabled(progress), file=sys.stderr))
+    return history
+
+
+def _train_epochs(net, X, y, Xv, yv, lr, epochs, batch_size, seed, history, bar) -> None:
+    xb = np.empty((batch_size, net.n_in), net.dtype)
+    yb = np.empty((batch_size, net.n_out), net.dtype)
     for epoch in bar:
         order = np.random.default_rng([seed, epoch]).permutation(len(X))
         loss_sum, correct = 0.0, 0
@@ -427,4 +451,3 @@ def train_network(net: NumpyMLP, splits, lr: float = DEFAULT_LR, epochs: int = D
                            ("val_loss", val_loss), ("val_acc", val_acc), ("lr", lr), ("seconds", seconds)):
             history[key].append(float(value))
         bar.set_postfix(train_acc=f"{correct / len(X):.3f}", val_acc=f"{val_acc:.3f}")
-    return history
