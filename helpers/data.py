@@ -907,6 +907,15 @@ def sample_images(splits: DataSplits, per_class: int = 8, split: str = "train",
     return splits.denormalize(part.x[idx]).clamp_(0, 1), titles
 
 
+def sample_grid(splits: DataSplits, per_class: int = 8, split: str = "train", seed: int = 0):
+    """A figure with ``per_class`` images of each class (one row per class) in true colours, titled with the source."""
+    from helpers.plotting import image_grid
+
+    images, titles = sample_images(splits, per_class, split, seed)
+    return image_grid(images, titles, ncols=per_class, rescale=False,
+                      title=f"{splits.dataset} {split} samples ({splits.source})")
+
+
 def normalization_table(splits: DataSplits) -> dict[str, dict[str, list[float]]]:
     """Per-channel mean/std of each split before (pixel/255) and after normalisation."""
     table = {}

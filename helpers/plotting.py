@@ -160,11 +160,13 @@ def plot_confusion(cm, classes: Sequence[str], title: str | None = None) -> plt.
 
 
 def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8,
-               title: str | None = None, cmap: str = "gray", scale: float = 1.3) -> plt.Figure:
+               title: str | None = None, cmap: str = "gray", scale: float = 1.3,
+               rescale: bool = True) -> plt.Figure:
     """Show images in a grid.
 
     ``images``: N x H x W (grey) or N x C x H x W (C = 1 or 3), any float range
     (each image is min-max scaled for display) or uint8. ``titles``: N strings.
+    ``rescale=False`` shows true colours instead: floats clipped to [0, 1], uint8 / 255.
     """
     arr = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
     if arr.ndim == 4:
@@ -183,9 +185,13 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8,
         if k >= n:
             continue
         img = arr[k].astype(np.float64)
-        lo, hi = img.min(), img.max()
-        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-        ax.imshow(img, cmap=cmap if img.ndim == 2 else None, interpolation="nearest")
+        if not rescale:
+            img = np.clip(img / 255.0 if arr.dtype == np.uint8 else img, 0.0, 1.0)
+        else:
+            lo, hi = img.min(), img.max()
+            img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+        ax.imshow(img, cmap=cmap if img.ndim == 2 else None, interpolation="nearest",
+                  **({} if rescale or img.ndim == 3 else {"vmin": 0.0, "vmax": 1.0}))
         if titles is not None:
             ax.set_title(titles[k], fontsize=7)
     if title:

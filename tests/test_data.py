@@ -348,3 +348,15 @@ def test_data_tour_helpers(data_dir):
     assert np.allclose(table["train"]["mean_before"], d.mean.tolist(), atol=1e-5)
     text = data.describe(d)
     assert d.source in text and "airplane" in text
+
+
+def test_sample_grid_shows_true_colours_titled_with_the_source(data_dir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    d = _load("cifar2", data_dir)
+    fig = data.sample_grid(d, per_class=3)
+    shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    images, _ = data.sample_images(d, per_class=3)
+    assert len(shown) == 6 and d.source in fig._suptitle.get_text()
+    assert np.allclose(np.asarray(shown[0]), images[0].permute(1, 2, 0).numpy(), atol=1e-6)  # not min-max scaled
