@@ -239,3 +239,210 @@ def matrix_chain_descent(X, A, B, C, lr: float, epochs: int, gradients: str = "m
         losses.append(float(matrix_chain_loss(X, A, B, C)))
     return losses, (A, B, C)
 
+
+
+# --------------------------------------------------------------------------------------
+# MLP backprop (notebook 02)
+# --------------------------------------------------------------------------------------
+# Nielsen's four equations, with one sample per row (Δ_l is N x n_l, row n = δ_l of sample n):
+#   BP1  δ_L = ∇_a C ⊙ f'(z_L)                 here ∇_a C = 2 (ŷ - y) for C = Σ (ŷ - y)²
+#   BP2  δ_l = (W_{l+1}ᵀ δ_{l+1}) ⊙ f'(z_l)    batched: Δ_l = (Δ_{l+1} W_{l+1}) ⊙ f'(Z_l)
+#   BP3  ∂C/∂b_l = δ_l                          batched: sum of the rows of Δ_l
+#   BP4  ∂C/∂W_l = δ_l a_{l-1}ᵀ                 batched: Δ_lᵀ A_{l-1}
+def _one(like: torch.Tensor) -> torch.Tensor:
+    return torch.ones((), dtype=like.dtype, device=like.device)
+
+
+def _times_activation_derivative_(delta: torch.Tensor, name: str, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``delta ⊙ f'(z)`` in place, with ``f'`` written from the stored ``z`` or ``a = f(z)``.
+
+    relu'(z) = 1 if z > 0 else 0 (so relu'(0) = 0, as in torch.autograd);
+    tanh'(z) = 1 - a²; sigmoid'(z) = a (1 - a); identity'(z) = 1.
+    """
+    if name == "relu":
+        return delta.masked_fill_(z <= 0, 0.0)
+    if name == "tanh":  # 1 - a², in one pass: addcmul(1, a, a, value=-1)
+        return delta.mul_(torch.addcmul(_one(a), a, a, value=-1.0))
+    if name == "sigmoid":  # a - a², in one pass
+        return delta.mul_(torch.addcmul(a, a, a, value=-1.0))
+    if name == "identity":
+        return delta
+    raise ValueError(f"unknown activation {name!r}; valid choices: relu, tanh, sigmoid, identity.")
+
+
+def _write_grad(param: torch.Tensor, compute, *args) -> None:
+    """``param.grad = compute(*args)``, reusing an existing ``.grad`` buffer as ``out=``."""
+    grad = param.grad
+    if grad is not None and grad.shape == param.shape and grad.dtype == param.dtype and grad.is_contiguous():
+        compute(*args, out=grad)
+    else:
+        param.grad = compute(*args)
+
+
+def _check_backprop_inputs(model, y_true: torch.Tensor, y_pred: torch.Tensor) -> None:
+    if not getattr(model, "a", None) or len(model.a) != len(model.layers) + 1:
+        raise ValueError("backpropagation needs the activations of a forward pass: call y_pred = model(x) first.")
+    out_shape = tuple(model.a[-1].shape)
+    if tuple(y_pred.shape) != out_shape or tuple(y_true.shape) != out_shape:
+        raise ValueError(
+            f"y_true and y_pred must have the shape of the last forward output {out_shape}, "
+            f"got y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)}."
+        )
+
+
+@torch.no_grad()
+def backpropagation(model, y_true: torch.Tensor, y_pred: torch.Tensor) -> None:
+    """Write ``∂L/∂W_l`` and ``∂L/∂b_l`` into ``.grad`` of every layer of ``model``, by hand.
+
+    ``L = ((y_pred - y_true) ** 2).sum()`` (summed over batch and outputs). ``model`` is a
+    :class:`helpers.models.MyNet` after ``y_pred = model(x)``: its ``layers``,
+    ``activations`` and the stored ``z`` (pre-activations) and ``a`` (activations,
+    ``a[0] = x``) of that call are all backprop needs. ``y_true``, ``y_pred``: N x n_out.
+    Existing ``.grad`` values are overwritten, not accumulated (unlike ``loss.backward()``).
+    """
+    _check_backprop_inputs(model, y_true, y_pred)
+    layers, names, z, a = model.layers, model.activations, model.z, model.a
+    L = len(layers)
+    # BP1: output error δ_L = ∂C/∂a_L ⊙ f_L'(z_L), with ∂C/∂a_L = 2 (ŷ - y).
+    delta = torch.sub(y_pred, y_true).mul_(2.0)
+    _times_activation_derivative_(delta, names[L - 1], z[L - 1], a[L])
+    for l in range(L - 1, -1, -1):  # 0-based: layers[l] maps a[l] -> z[l], a[l + 1]
+        layer = layers[l]
+        # BP4: ∂C/∂W = Δᵀ A_prev (sums the per-sample outer products δ a_prevᵀ).
+        _write_grad(layer.weight, torch.mm, delta.t(), a[l])
+        # BP3: ∂C/∂b = δ, summed over the batch.
+        if layer.bias is not None:
+            _write_grad(layer.bias, torch.sum, delta, 0)
+        if l > 0:
+            # BP2: error of the previous layer, δ_prev = (Wᵀ δ) ⊙ f'(z_prev); batched Δ W.
+            delta = torch.mm(delta, layer.weight)
+            _times_activation_derivative_(delta, names[l - 1], z[l - 1], a[l])
+
+
+def autograd_backward(model, x: torch.Tensor, y_true: torch.Tensor) -> None:
+    """The reference: ``.grad`` of every parameter of ``model`` from ``loss.backward()``, same loss."""
+    model.zero_grad(set_to_none=True)
+    y_pred = model(x)
+    sum_squared_error(y_pred, y_true).backward()
+
+
+def manual_backward(model, x: torch.Tensor, y_true: torch.Tensor) -> None:
+    """Forward (storing z, a) and :func:`backpropagation`: the same ``.grad`` without autograd."""
+    with torch.no_grad():
+        y_pred = model(x)
+    backpropagation(model, y_true, y_pred)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_backprop(model, batch_size: int, repeats: int = 21, warmup: int = 3, seed: int = 0) -> dict[str, float]:
+    """Median seconds of one backward pass, manual vs ``loss.backward()``, measured interleaved.
+
+    For each repeat a fresh forward pass is run untimed (with the autograd graph for
+    autograd, without it for manual), then only the backward part is timed:
+    ``backpropagation(...)`` vs ``loss = ((y_pred - y) ** 2).sum(); loss.backward()``.
+    The order of the two alternates between repeats. Also times the whole step
+    (forward + backward). Returns medians ``manual_s, autograd_s, ratio`` (manual /
+    autograd, backward only) and ``manual_step_s, autograd_step_s, step_ratio``.
+    """
+    if batch_size < 1 or repeats < 1:
+        raise ValueError(f"need batch_size >= 1 and repeats >= 1, got {batch_size} and {repeats}.")
+    import time
+
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, model.sizes[0], generator=gen, dtype=dtype).to(device)
+    y = torch.randn(batch_size, model.sizes[-1], generator=gen, dtype=dtype).to(device)
+
+    def run_manual() -> tuple[float, float]:
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            y_pred = model(x)
+        _sync(device)
+        t1 = time.perf_counter()
+        backpropagation(model, y, y_pred)
+        _sync(device)
+        t2 = time.perf_counter()
+        return t2 - t1, t2 - t0
+
+    def run_autograd() -> tuple[float, float]:
+        model.zero_grad(set_to_none=True)
+        _sync(device)
+        t0 = time.perf_counter()
+        y_pred = model(x)
+        _sync(device)
+        t1 = time.perf_counter()
+        ((y_pred - y) ** 2).sum().backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        return t2 - t1, t2 - t0
+
+    for _ in range(warmup):
+        run_manual()
+        run_autograd()
+    manual, auto = [], []
+    for rep in range(repeats):
+        if rep % 2 == 0:
+            manual.append(run_manual())
+            auto.append(run_autograd())
+        else:
+            auto.append(run_autograd())
+            manual.append(run_manual())
+    m_back, m_step = (float(np.median(v)) for v in zip(*manual))
+    a_back, a_step = (float(np.median(v)) for v in zip(*auto))
+    return {"batch_size": batch_size, "manual_s": m_back, "autograd_s": a_back, "ratio": m_back / a_back,
+            "manual_step_s": m_step, "autograd_step_s": a_step, "step_ratio": m_step / a_step}
+
+
+def sum_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """``L = Σ (ŷ - y)²`` over batch and outputs: the loss of notebook 02 (0-dim tensor)."""
+    return ((y_pred - y_true) ** 2).sum()
+
+
+def numerical_parameter_gradients(model, x: torch.Tensor, y_true: torch.Tensor, h: float = 1e-6) -> list:
+    """Central finite differences of ``sum_squared_error(model(x), y_true)`` for each parameter, in order.
+
+    Perturbs each parameter's data in place and restores it; use float64 and small models.
+    """
+    def loss(_) -> float:
+        with torch.no_grad():
+            return float(sum_squared_error(model(x), y_true))
+
+    return [numerical_gradient(loss, p.data, h) for p in model.parameters()]
+
+
+def autograd_tolerance(dtype: torch.dtype) -> float:
+    """Manual vs autograd tolerance: 1e-10 in float64, 1e-4 in float32."""
+    if dtype == torch.float64:
+        return AUTOGRAD_TOL
+    if dtype == torch.float32:
+        return 1e-4
+    raise ValueError(f"gradient checks run in float64 or float32, got {dtype}.")
+
+
+def check_backprop(model, x: torch.Tensor, y_true: torch.Tensor, finite_differences: bool = False,
+                   label: str = "") -> list[GradCheck]:
+    """``backpropagation`` vs ``loss.backward()`` (and, if asked, vs finite differences), all parameters.
+
+    Tolerances: :func:`autograd_tolerance` of the model's dtype; ``FINITE_DIFF_TOL``
+    for finite differences (needs float64). Leaves the manual gradients in ``.grad``.
+    """
+    dtype = next(model.parameters()).dtype
+    autograd_backward(model, x, y_true)
+    reference = [p.grad.clone() for p in model.parameters()]
+    manual_backward(model, x, y_true)
+    manual = [p.grad.clone() for p in model.parameters()]
+    label = label or f"{list(model.sizes)} {list(model.activations)}, batch {x.shape[0]}"
+    checks = [check_gradients(manual, reference, autograd_tolerance(dtype), f"{label}: manual vs autograd")]
+    if finite_differences:
+        if dtype != torch.float64:
+            raise ValueError(f"finite-difference checks need float64, the model is {dtype}.")
+        numeric = numerical_parameter_gradients(model, x, y_true)
+        checks.append(check_gradients(manual, numeric, FINITE_DIFF_TOL, f"{label}: manual vs finite differences"))
+        manual_backward(model, x, y_true)  # leave the manual gradients in .grad
+    return checks

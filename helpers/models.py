@@ -160,3 +160,59 @@ def make_model(kind: str, variant: str = "plain", **kwargs) -> nn.Module:
         raise ValueError(f"unknown model kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}.")
     _check_variant(variant)
     return _MODEL_CLASSES[kind](variant=variant, **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# MyNet: the configurable MLP whose gradients notebook 02 computes by hand
+# (helpers.backprop.backpropagation). Not an image model: input N x sizes[0].
+# --------------------------------------------------------------------------------------
+MYNET_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+_MYNET_FUNCTIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}
+
+
+class MyNet(nn.Module):
+    """Fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``, one activation per layer.
+
+    ``sizes=[2, 3, 3, 2]`` gives three ``nn.Linear`` layers in ``self.layers`` (an
+    ``nn.ModuleList``, in order); ``activations`` names one function per layer from
+    ``MYNET_ACTIVATIONS``, the last one applied to the output (``"identity"`` for a
+    linear output). Layer ``l`` computes ``z_l = a_{l-1} W_lᵀ + b_l`` and ``a_l = f_l(z_l)``.
+
+    ``forward(x)`` (x: N x sizes[0] -> N x sizes[-1]) keeps the last call's
+    pre-activations ``self.z = [z_1, ..., z_L]`` and activations
+    ``self.a = [a_0 = x, a_1, ..., a_L]`` (N x sizes[l] each) for manual backprop.
+    """
+
+    def __init__(self, sizes, activations, dtype: torch.dtype | None = None):
+        super().__init__()
+        sizes, activations = list(sizes), list(activations)
+        if len(sizes) < 2 or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in sizes):
+            raise ValueError(f"sizes must list at least two positive ints (input, ..., output), got {sizes}.")
+        if len(activations) != len(sizes) - 1:
+            raise ValueError(
+                f"need one activation per layer: sizes {sizes} make {len(sizes) - 1} layer(s), "
+                f"got {len(activations)} activation(s) {activations}."
+            )
+        unknown = [name for name in activations if name not in MYNET_ACTIVATIONS]
+        if unknown:
+            raise ValueError(f"unknown activation(s) {unknown}; valid choices: {', '.join(MYNET_ACTIVATIONS)}.")
+        self.sizes = tuple(sizes)
+        self.activations = tuple(activations)
+        self.layers = nn.ModuleList(
+            nn.Linear(n_in, n_out, dtype=dtype) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        )
+        self.z: list[torch.Tensor] = []
+        self.a: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.sizes[0]:
+            raise ValueError(f"MyNet expects input N x {self.sizes[0]}, got shape {tuple(x.shape)}.")
+        self.z, self.a = [], [x]
+        for layer, name in zip(self.layers, self.activations):
+            z = layer(self.a[-1])
+            self.z.append(z)
+            self.a.append(_MYNET_FUNCTIONS[name](z))
+        return self.a[-1]
+
+    def extra_repr(self) -> str:
+        return f"activations={list(self.activations)}"
