@@ -488,9 +488,13 @@ def _read_real(name: str, data_dir: Path) -> _Raw:
     """Real data from ``data_dir`` (Fashion-MNIST also from Debian's folder), downloading if missing."""
     folder, missing = _find_real(name, data_dir)
     if missing:
+        attempt = (name, str(data_dir))
+        if attempt in _FAILED_DOWNLOADS:  # do not wait for the network again in this process
+            raise DataMissingError(_missing_message(name, folder, missing, data_dir, _FAILED_DOWNLOADS[attempt]))
         try:
             _download(name, data_dir)
         except Exception as e:  # no network, DNS failure, HTTP error, checksum failure ...
+            _FAILED_DOWNLOADS[attempt] = e
             raise DataMissingError(_missing_message(name, folder, missing, data_dir, e)) from e
         folder, missing = _find_real(name, data_dir)
         if missing:
@@ -504,6 +508,9 @@ def _read_real(name: str, data_dir: Path) -> _Raw:
         label = "Fashion-MNIST (real, Debian package dataset-fashion-mnist)"
         md5s = {}  # Debian recompresses the .gz files; gzip's CRC and the IDX checks guard them
     return _read_idx_set(folder, classes, label, md5s)
+
+
+_FAILED_DOWNLOADS: dict[tuple[str, str], Exception] = {}
 
 
 def _real_folder(name: str, data_dir: Path) -> Path:

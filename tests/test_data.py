@@ -41,9 +41,14 @@ def data_dir(tmp_path_factory):
 @pytest.fixture
 def no_download(monkeypatch):
     """Make every download attempt fail at once, as on a machine without network."""
+    calls = []
+
     def fail(name, data_dir):
+        calls.append(name)
         raise OSError("network unreachable (simulated in tests)")
     monkeypatch.setattr(data, "_download", fail)
+    monkeypatch.setattr(data, "_FAILED_DOWNLOADS", {})
+    return calls
 
 
 _LOADED = {}
@@ -252,6 +257,9 @@ def test_auto_falls_back_to_the_standin_loudly(data_dir, no_download, capsys):
         d = _load("cifar2", data_dir, source="auto")
     assert "NOT CIFAR-10" in d.source
     assert "NOT on the real data set" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="offline stand-in"):
+        _load("cifar2", data_dir, source="auto")
+    assert no_download == ["cifar2"]  # a failed download is not retried in the same process
 
 
 def test_offline_fashion_without_debian_package_says_apt_get(tmp_path, monkeypatch):
