@@ -147,3 +147,6 @@ def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int)
         raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ in shape.")
     idx = y_true * n_classes + y_pred
     return torch.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+from helpers.sweep import select_best, sweep  # noqa: E402,F401  (the sweep runner lives in helpers/sweep.py)

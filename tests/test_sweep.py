@@ -1,0 +1,233 @@
+"""helpers.sweep: config validation, hashing, resumable JSONL results, selection, parallel == serial."""
+
+import functools
+import json
+import warnings
+
+import pytest
+import torch
+
+from helpers import sweep as sw
+from helpers.data import DataSplits, Split
+from helpers.models import CIFAR2MLP
+
+
+def _tiny_splits(n=96, seed=0):
+    """A real helpers.data.DataSplits of random 3x4x4 images (picklable, so workers can load it)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 4, 4, generator=g)
+    y = (x[:, 0].mean((1, 2)) > 0).long()
+    cut = (0, n // 2, 3 * n // 4, n)
+    classes = ("a", "b")
+    splits = [Split(x[a:b], y[a:b], classes, name) for a, b, name in zip(cut, cut[1:], ("train", "val", "test"))]
+    return DataSplits(*splits, mean=torch.zeros(3), std=torch.ones(3), source="tiny synthetic test data",
+                      dataset="tiny", classes=classes, seed=seed, quick=True, val_fraction=0.25)
+
+
+_tiny_model = functools.partial(CIFAR2MLP, sizes=(48, 8, 2))  # picklable, so workers can build it
+
+
+class _FakeTrain:
+    """Counts calls; the 'history' is a deterministic function of the config and the initial weights."""
+
+    def __init__(self, fail_at=None):
+        self.calls = []
+        self.fail_at = fail_at
+
+    def __call__(self, model, splits, config, seed):
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C in the middle of the sweep
+        self.calls.append(config)
+        w = float(sum(p.detach().sum() for p in model.parameters()))
+        acc = round(1 - abs(config["lr"] - 0.02) - config["weight_decay"], 6)
+        e = config["epochs"]
+        return {"train_loss": [1.0] * e, "train_acc": [acc + 0.05] * e, "val_loss": [w] * e, "val_acc": [acc] * e}
+
+
+CONFIGS = [{"lr": lr, "momentum": 0.9, "weight_decay": wd, "epochs": 2} for lr in (0.01, 0.02, 0.05) for wd in (0, 1e-3)]
+
+
+def _untimed(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def _run(tmp_path, train_fn, configs=CONFIGS, **kw):
+    kw.setdefault("workers", 1)
+    return sw.sweep(configs, _tiny_splits(), _tiny_model, results_dir=tmp_path, name="t", train_fn=train_fn,
+                    seed=0, save_checkpoints=False, progress=None, **kw)
+
+
+# ---------------------------------------------------------------- validation and hashing
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"lr": -0.1}, "lr=-0.1"),
+    ({"lr": 0}, "lr=0"),
+    ({"momentum": 1.0}, "momentum=1.0"),
+    ({"momentum": -0.5}, "momentum=-0.5"),
+    ({"weight_decay": -1e-4}, "weight_decay=-0.0001"),
+    ({"epochs": 0}, "epochs=0"),
+    ({"epochs": 2.5}, "epochs=2.5"),
+    ({"lr": "0.01"}, "lr='0.01'"),
+    ({"schedule": "linear"}, "schedule='linear'"),
+    ({"momentun": 0.9}, "'momentun'"),
+    ({"nesterov": True, "momentum": 0.0}, "nesterov=True"),
+])
+def test_bad_config_fails_before_any_training(tmp_path, bad, key):
+    fake = _FakeTrain()
+    configs = CONFIGS[:3] + [{**CONFIGS[3], **bad}]
+    with pytest.raises(ValueError, match="config #3") as err:
+        _run(tmp_path, fake, configs)
+    assert key in str(err.value)
+    assert fake.calls == []
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_missing_required_key_and_duplicates_are_rejected():
+    with pytest.raises(ValueError, match="'epochs' is missing"):
+        sw.validate_configs([{"lr": 0.1}])
+    with pytest.raises(ValueError, match="config #1 duplicates config #0"):
+        sw.validate_configs([{"lr": 0.1, "epochs": 1}, {"lr": 0.1, "epochs": 1, "momentum": 0}])
+    with pytest.raises(ValueError, match="empty"):
+        sw.validate_configs([])
+
+
+def test_config_key_is_canonical_and_context_sensitive():
+    a = {"lr": 0.01, "momentum": 0.9, "weight_decay": 0, "epochs": 3}
+    b = {"epochs": 3, "weight_decay": 0.0, "lr": 0.01, "momentum": 0.9, "batch_size": 128, "schedule": "constant"}
+    assert sw.config_key(a) == sw.config_key(b)  # key order, int/float and defaults don't matter
+    assert sw.config_key(a) != sw.config_key({**a, "lr": 0.02})
+    assert sw.config_key(a, {"data": "x"}) != sw.config_key(a, {"data": "y"})
+    assert len(sw.config_key(a)) == 16
+
+
+def test_default_grid_holds_the_course_baselines_and_is_valid():
+    grid = sw.validate_configs(sw.default_grid(epochs=5))
+    triples = {(c["lr"], c["momentum"], c["weight_decay"]) for c in grid}
+    baselines = {(0.01, 0.0, 0.0), (0.01, 0.9, 0.0), (0.01, 0.0, 0.01), (0.01, 0.9, 0.01), (0.005, 0.9, 0.001),
+                 (0.02, 0.8, 0.005), (0.01, 0.7, 0.002), (0.015, 0.85, 0.01), (0.008, 0.95, 0.003)}
+    assert baselines <= triples
+    assert len(grid) > len(baselines) and all(c["epochs"] == 5 for c in grid)
+
+
+# ---------------------------------------------------------------- resume and damaged files
+
+
+def test_rerun_skips_finished_configs(tmp_path):
+    first, second = _FakeTrain(), _FakeTrain()
+    a = _run(tmp_path, first)
+    b = _run(tmp_path, second)
+    assert len(first.calls) == len(CONFIGS) and second.calls == []
+    assert a == b
+    lines = (tmp_path / "t.jsonl").read_text().splitlines()
+    assert len(lines) == len(CONFIGS) and all(json.loads(line)["key"] for line in lines)
+
+
+def test_interrupted_sweep_loses_nothing_and_repeats_nothing(tmp_path):
+    interrupted = _FakeTrain(fail_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, interrupted)
+    assert len(sw.load_records(tmp_path / "t.jsonl")) == 4
+    resumed = _FakeTrain()
+    results = _run(tmp_path, resumed)
+    assert resumed.calls == sw.validate_configs(CONFIGS[4:])  # only the unfinished ones
+    assert [r["config"] for r in results] == sw.validate_configs(CONFIGS)  # in the order asked
+    fresh = _run(tmp_path / "fresh", _FakeTrain())  # an uninterrupted sweep
+    assert _untimed(results) == _untimed(fresh)
+
+
+def test_damaged_last_line_is_reported_dropped_and_retrained(tmp_path):
+    _run(tmp_path, _FakeTrain())
+    path = tmp_path / "t.jsonl"
+    raw = path.read_bytes()
+    last_start = raw.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(raw[: last_start + 40])  # a crash cut the last line mid-write
+    again = _FakeTrain()
+    with pytest.warns(RuntimeWarning, match=rf"t\.jsonl: dropped damaged line\(s\) \[{len(CONFIGS)}\]"):
+        results = _run(tmp_path, again)
+    assert len(again.calls) == 1  # only the damaged config is retrained
+    assert len(results) == len(CONFIGS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file was repaired: no warning any more
+        records = sw.load_records(path)
+    assert len(records) == len(CONFIGS)
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_garbage_in_the_middle_is_dropped_not_fatal(tmp_path):
+    path = tmp_path / "t.jsonl"
+    sw.append_record(path, {"key": "a", "config": {}, "history": {}})
+    with open(path, "ab") as f:
+        f.write(b'{"key": "b", "conf\n[1, 2]\n')
+    sw.append_record(path, {"key": "c", "config": {}, "history": {}})
+    with pytest.warns(RuntimeWarning, match=r"\[2, 3\]"):
+        records = sw.load_records(path)
+    assert [r["key"] for r in records] == ["a", "c"]
+
+
+def test_results_from_other_data_do_not_count_as_done(tmp_path):
+    _run(tmp_path, _FakeTrain())
+    other = _FakeTrain()
+    sw.sweep(CONFIGS, _tiny_splits(seed=1), _tiny_model, results_dir=tmp_path, name="t", train_fn=other,
+             seed=0, workers=1, save_checkpoints=False, progress=None)  # same configs, different data
+    assert len(other.calls) == len(CONFIGS)
+    again = _FakeTrain()
+    sw.sweep(CONFIGS, _tiny_splits(), _tiny_model, results_dir=tmp_path, name="t", train_fn=again,
+             seed=1, workers=1, save_checkpoints=False, progress=None)  # same data, other initial weights
+    assert len(again.calls) == len(CONFIGS)
+
+
+def test_every_config_starts_from_the_same_weights(tmp_path):
+    results = _run(tmp_path, _FakeTrain())
+    sums = {r["final"]["val_loss"] for r in results}  # the fake reports the initial weights' sum here
+    assert len(sums) == 1
+    assert results[0]["context"]["data"] == "tiny synthetic test data"
+
+
+# ---------------------------------------------------------------- selection
+
+
+def _record(acc, loss, name):
+    return {"final": {"val_acc": acc, "val_loss": loss}, "label": name}
+
+
+def test_select_best_by_val_acc_then_val_loss():
+    records = [_record(0.80, 0.30, "a"), _record(0.85, 0.50, "b"), _record(0.85, 0.40, "c"), _record(0.70, 0.1, "d")]
+    assert sw.select_best(records)["label"] == "c"
+    assert [r["label"] for r in sw.sort_results(records)] == ["c", "b", "a", "d"]
+
+
+def test_select_best_ranks_diverged_runs_last_and_keeps_first_of_full_ties():
+    nan = float("nan")
+    records = [_record(nan, nan, "diverged"), _record(0.5, 0.69, "x"), _record(0.5, 0.69, "y")]
+    assert sw.select_best(records)["label"] == "x"
+    assert sw.sort_results(records)[-1]["label"] == "diverged"
+    with pytest.raises(ValueError, match="no results"):
+        sw.select_best([])
+
+
+# ---------------------------------------------------------------- parallel == serial
+
+
+def test_parallel_equals_serial_with_real_training(tmp_path):
+    configs = [{"lr": 0.05, "momentum": m, "weight_decay": 1e-3, "epochs": 2, "batch_size": 16} for m in (0.0, 0.9)]
+    kw = dict(results_dir=tmp_path, seed=3, threads_per_worker=1, progress=None)
+    serial = sw.sweep(configs, _tiny_splits(), _tiny_model, name="serial", workers=1, **kw)
+    parallel = sw.sweep(configs, _tiny_splits(), _tiny_model, name="parallel", workers=2, **kw)
+    for s, p in zip(serial, parallel):
+        assert s["key"] == p["key"] and s["threads"] == p["threads"] == 1
+        for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert s["history"][k] == p["history"][k]  # exact, not approximately
+    assert serial[0]["history"]["val_loss"] != serial[1]["history"]["val_loss"]  # the configs did differ
+    for s, p in zip(serial, parallel):
+        a = torch.load(tmp_path / "serial-checkpoints" / s["checkpoint"], weights_only=True)
+        b = torch.load(tmp_path / "parallel-checkpoints" / p["checkpoint"], weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_worker_counts_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="workers=0"):
+        _run(tmp_path, _FakeTrain(), workers=0)
+    with pytest.raises(ValueError, match="threads_per_worker=-1"):
+        _run(tmp_path, _FakeTrain(), threads_per_worker=-1)
+
