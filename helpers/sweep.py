@@ -366,6 +366,27 @@ def run_context(splits, model: nn.Module, seed: int) -> dict:
     }
 
 
+def _make_job(splits, model_fn, seed, train_fn, threads, checkpoint_dir) -> tuple[_Job, nn.Module]:
+    """The shared part of every configuration's run: data, initial weights (drawn once), seed."""
+    seed = settings().seed if seed is None else int(seed)
+    if model_fn is None:
+        from helpers.models import CIFAR2MLP
+
+        model_fn = CIFAR2MLP
+    seed_everything(seed)
+    init_model = model_fn()
+    init_state = {k: v.detach().clone() for k, v in init_model.state_dict().items()}
+    job = _Job(splits=splits, model_fn=model_fn, init_state=init_state, train_fn=train_fn or train_config,
+               seed=seed, threads=threads, context=run_context(splits, init_model, seed),
+               checkpoint_dir=checkpoint_dir)
+    return job, init_model
+
+
+def checkpoint_dir(folder: str | Path, name: str) -> Path:
+    """Where a sweep keeps the final weights of each configuration: ``<folder>/<name>-checkpoints``."""
+    return Path(folder) / f"{name}-checkpoints"
+
+
 def default_workers() -> int:
     """One worker per core this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -393,7 +414,7 @@ def sweep(
     starts from the same weights, drawn once with ``seed`` (default ``settings().seed``).
     ``workers``: processes (default one per core, at most one per pending configuration; 1 runs
     in this process). ``threads_per_worker``: torch threads per configuration (default
-    cores // workers). ``train_fn(model, splits, config, seed) -> history`` (default
+    cores // workers, so the machine is not oversubscribed). ``train_fn(model, splits, config, seed) -> history`` (default
     :func:`train_config`; must be picklable when ``workers > 1``).
 
     Records already in ``<results_dir>/<name>.jsonl`` with the same key are reused, not
@@ -403,15 +424,8 @@ def sweep(
     """
     canon = validate_configs(configs)
     _check_name(name)
-    seed = settings().seed if seed is None else int(seed)
-    if model_fn is None:
-        from helpers.models import CIFAR2MLP
-
-        model_fn = CIFAR2MLP
-    seed_everything(seed)
-    init_model = model_fn()
-    context = run_context(splits, init_model, seed)
-    keys = [config_key(c, context) for c in canon]
+    job, _ = _make_job(splits, model_fn, seed, train_fn, threads=1, checkpoint_dir=None)
+    keys = [config_key(c, job.context) for c in canon]
     folder = Path(results_dir) if results_dir is not None else default_results_dir()
     path = folder / f"{name}.jsonl"
     done = {r["key"]: r for r in load_records(path)}
@@ -422,19 +436,20 @@ def sweep(
 
     cores = default_workers()
     workers = _check_count("workers", workers if workers is not None else cores)
-    workers = max(1, min(workers, len(pending)))
-    threads = _check_count("threads_per_worker",
-                           threads_per_worker if threads_per_worker is not None else max(1, cores // workers))
-    job = _Job(splits=splits, model_fn=model_fn, init_state={k: v.clone() for k, v in init_model.state_dict().items()},
-               train_fn=train_fn or train_config, seed=seed, threads=threads, context=context,
-               checkpoint_dir=folder / f"{name}-checkpoints" if save_checkpoints else None)
-    with closing(_execute(job, pending, workers)) as finished:
+    # Threads follow the requested workers, not the pending count, so a resumed sweep
+    # trains its last configurations with the same thread count as the first ones.
+    job.threads = _check_count("threads_per_worker", threads_per_worker if threads_per_worker is not None
+                               else max(1, cores // workers))
+    job.checkpoint_dir = checkpoint_dir(folder, name) if save_checkpoints else None
+    n_done = len(canon) - len(pending)
+    with closing(_execute(job, pending, max(1, min(workers, len(pending))))) as finished:
         for _index, record in finished:
             append_record(path, record)
             done[record["key"]] = record
+            n_done += 1
             f = record["final"]
-            say(f"  [{len(done)}/{len(canon)}] {record['label']}: val_acc={f['val_acc']:.4f} "
-                f"val_loss={f['val_loss']:.4f} ({record['seconds']:.1f} s)")
+            say(f"  [{n_done}/{len(canon)}] {record['label']}: val_acc={f['val_acc']:.4f} "
+                f"val_loss={f['val_loss']:.4f} ({record['seconds']:.1f} s, {job.threads} thread(s))")
     return [done[k] for k in keys]
 
 
@@ -484,6 +499,37 @@ def _check_name(name: str) -> None:
         raise ValueError(f"sweep name {name!r} must be a plain file stem like '04_sweep'.")
 
 
+def selected_model(record: Mapping, splits, model_fn: Callable[[], nn.Module] | None = None, *,
+                   name: str = "sweep", results_dir: str | Path | None = None, seed: int | None = None,
+                   train_fn: TrainFn | None = None) -> tuple[nn.Module, str]:
+    """The trained model of one sweep ``record``: its checkpoint if present, else retrained.
+
+    Returns ``(model, how)`` with ``how`` ``"checkpoint"`` or ``"retrained"``. Retraining
+    repeats the sweep's run exactly (same initial weights, batch order and threads), so
+    both give the same weights. ``seed`` must be the sweep's seed (default ``settings().seed``).
+    """
+    job, _ = _make_job(splits, model_fn, seed, train_fn, threads=int(record.get("threads", 1)), checkpoint_dir=None)
+    if config_key(record["config"], job.context) != record["key"]:
+        raise ValueError(f"record {record['key']} was made with other data, model or seed "
+                         f"({record.get('context')}); pass the sweep's splits, model_fn and seed.")
+    folder = Path(results_dir) if results_dir is not None else default_results_dir()
+    path = checkpoint_dir(folder, name) / f"{record['key']}.pt"
+    model = job.model_fn()
+    if path.is_file():
+        from helpers.checkpoint import load_checkpoint
+
+        return load_checkpoint(model, path), "checkpoint"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        seed_everything(job.seed)
+        model.load_state_dict(job.init_state)
+        job.train_fn(model, job.splits, canonical_config(record["config"]), job.seed)
+    finally:
+        torch.set_num_threads(previous)
+    return model, "retrained"
+
+
 # --------------------------------------------------------------------------- selection
 
 
@@ -508,3 +554,80 @@ def select_best(results: Sequence[Mapping]) -> dict:
 def sort_results(results: Sequence[Mapping]) -> list[dict]:
     """Records ordered best first by the rule of :func:`select_best` (stable on full ties)."""
     return sorted(results, key=_rank)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def results_table(results: Sequence[Mapping]) -> str:
+    """Plain-text table of ``results``, best first: rank, configuration, final metrics, gap, time."""
+    header = f"{'#':>3}  {'configuration':<40} {'val_acc':>8} {'val_loss':>9} {'train_acc':>9} {'gap':>7} {'time_s':>7}"
+    rows = [header, "-" * len(header)]
+    for rank, r in enumerate(sort_results(results), start=1):
+        f = r["final"]
+        rows.append(f"{rank:>3}  {r['label']:<40} {f['val_acc']:>8.4f} {f['val_loss']:>9.4f} "
+                    f"{f['train_acc']:>9.4f} {f['train_acc'] - f['val_acc']:>+7.4f} {r['seconds']:>7.1f}")
+    return "\n".join(rows)
+
+
+def plot_sweep_curves(results: Sequence[Mapping], title: str | None = None, highlight: Mapping | None = None):
+    """Validation accuracy and loss per epoch, one line per configuration (``highlight`` drawn bold)."""
+    import matplotlib.pyplot as plt
+
+    ordered = sort_results(results)
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.6))
+    colors = plt.get_cmap("viridis")([i / max(1, len(ordered) - 1) for i in range(len(ordered))])
+    for r, color in zip(ordered, colors):
+        bold = highlight is not None and r["key"] == highlight["key"]
+        style = {"color": "#d62728" if bold else color, "linewidth": 2.8 if bold else 1.1,
+                 "zorder": 3 if bold else 2, "alpha": 1.0 if bold else 0.8}
+        epochs = range(1, len(r["history"]["val_acc"]) + 1)
+        ax_acc.plot(epochs, r["history"]["val_acc"], label=r["label"] + (" (selected)" if bold else ""), **style)
+        ax_loss.plot(epochs, r["history"]["val_loss"], **style)
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="validation loss", yscale="log")
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="best first")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_generalization_gap(results: Sequence[Mapping], title: str | None = None):
+    """Final train and validation accuracy per configuration (best first) and their gap."""
+    import matplotlib.pyplot as plt
+
+    ordered = sort_results(results)
+    labels = [r["label"] for r in ordered]
+    train_acc = [r["final"]["train_acc"] for r in ordered]
+    val_acc = [r["final"]["val_acc"] for r in ordered]
+    y = list(range(len(ordered)))
+    fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(11, 0.28 * len(ordered) + 1.6), sharey=True,
+                                     gridspec_kw={"width_ratios": (2, 1)})
+    ax.scatter(train_acc, y, marker="o", label="train (running mean of last epoch)", zorder=3)
+    ax.scatter(val_acc, y, marker="s", label="validation", zorder=3)
+    ax.hlines(y, val_acc, train_acc, color="grey", linewidth=1)
+    ax.set(yticks=y, xlabel="final accuracy")
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="lower left")
+    ax_gap.barh(y, [t - v for t, v in zip(train_acc, val_acc)], color="#ff7f0e")
+    ax_gap.axvline(0, color="black", linewidth=0.8)
+    ax_gap.set(xlabel="train - validation accuracy")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def most_confident_mistakes(probs: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of up to ``k`` misclassified examples, most confident (wrong) prediction first.
+
+    ``probs``: N x C probabilities, ``y``: N labels. Returns a 1-D int64 tensor.
+    """
+    if probs.ndim != 2 or len(probs) != len(y):
+        raise ValueError(f"probs must be N x C and y N, got {tuple(probs.shape)} and {tuple(y.shape)}.")
+    confidence, pred = probs.max(1)
+    wrong = torch.nonzero(pred != y).flatten()
+    order = torch.argsort(confidence[wrong], descending=True, stable=True)
+    return wrong[order][:k]

@@ -231,3 +231,36 @@ def test_bad_worker_counts_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="threads_per_worker=-1"):
         _run(tmp_path, _FakeTrain(), threads_per_worker=-1)
 
+
+
+def test_selected_model_from_checkpoint_equals_retraining(tmp_path):
+    configs = [{"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "epochs": 2, "batch_size": 16}]
+    splits = _tiny_splits()
+    kw = dict(name="sel", results_dir=tmp_path, seed=5)
+    (record,) = sw.sweep(configs, splits, _tiny_model, workers=1, threads_per_worker=1, progress=None, **kw)
+    loaded, how = sw.selected_model(record, splits, _tiny_model, **kw)
+    assert how == "checkpoint"
+    (tmp_path / "sel-checkpoints" / record["checkpoint"]).unlink()
+    retrained, how = sw.selected_model(record, splits, _tiny_model, **kw)
+    assert how == "retrained"
+    for (name, a), (_, b) in zip(loaded.state_dict().items(), retrained.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="other data, model or seed"):
+        sw.selected_model(record, splits, _tiny_model, name="sel", results_dir=tmp_path, seed=6)
+
+
+def test_results_table_is_sorted_best_first(tmp_path):
+    results = _run(tmp_path, _FakeTrain())
+    lines = sw.results_table(results).splitlines()
+    assert len(lines) == 2 + len(results)
+    best = sw.select_best(results)
+    assert lines[2].split()[0] == "1" and best["label"] in lines[2]
+
+
+def test_most_confident_mistakes():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.05, 0.95]])
+    y = torch.tensor([1, 1, 0, 0, 0])
+    assert sw.most_confident_mistakes(probs, y, 10).tolist() == [4, 0, 2]
+    assert sw.most_confident_mistakes(probs, y, 2).tolist() == [4, 0]
+    with pytest.raises(ValueError, match="probs must be N x C"):
+        sw.most_confident_mistakes(probs, y[:3], 2)
