@@ -396,7 +396,9 @@ def train_network(net: NumpyMLP, splits, lr: float = DEFAULT_LR, epochs: int = D
 
     Each epoch shuffles the training set with ``numpy.random.default_rng([seed, epoch])``,
     one-hot encodes each batch and runs ``reset_grad, forward, update_grad, update_params(lr)``
-    (``lr`` scales the batch-mean gradient). ``n_train`` keeps the first ``n_train`` images.
+    (``lr`` scales the batch-mean gradient). ``n_train`` trains on a seeded random subset of
+    ``n_train`` training images ("the first n images" of a shuffled set; helpers.data may store
+    a split ordered by class, where a plain slice would hold only a few classes).
     History (per epoch): ``train_loss``/``train_acc`` (running means over the epoch's batches),
     ``val_loss``/``val_acc`` (after the epoch), ``lr`` and ``seconds`` (training time, no eval).
     ``progress``: a tqdm bar over epochs; ``None`` shows it only in a terminal or notebook.
@@ -411,7 +413,9 @@ def train_network(net: NumpyMLP, splits, lr: float = DEFAULT_LR, epochs: int = D
     if seed is None:
         from helpers.config import settings
         seed = settings().seed
-    X, y = split_arrays(splits.train, net.dtype, n_train)
+    X, y = split_arrays(splits.train, net.dtype)
+    if n_train is not None:
+        X, y = _subset(X, y, n_train, seed)
     Xv, yv = split_arrays(splits.val, net.dtype)
     if X.shape[1] != net.n_in or int(y.max()) >= net.n_out:
         raise ValueError(f"the network takes {net.n_in} inputs and {net.n_out} classes; the data has "
@@ -423,6 +427,14 @@ def train_network(net: NumpyMLP, splits, lr: float = DEFAULT_LR, epochs: int = D
         _train_epochs(net, X, y, Xv, yv, lr, epochs, batch_size, seed, history,
                       tqdm(range(epochs), desc="epochs", disable=not _progress_enabled(progress), file=sys.stderr))
     return history
+
+
+def _subset(X: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` rows drawn without replacement by ``default_rng(seed)``, kept in their original order."""
+    if int(n) != n or not 1 <= n <= len(y):
+        raise ValueError(f"n_train must be an integer in [1, {len(y)}], got {n!r}.")
+    keep = np.sort(np.random.default_rng(seed).permutation(len(y))[: int(n)])
+    return X[keep], y[keep]
 
 
 def _train_epochs(net, X, y, Xv, yv, lr, epochs, batch_size, seed, history, bar) -> None:

@@ -11,6 +11,7 @@ from helpers.backprop import numerical_gradient, rel_error
 from helpers.numpy_mlp import (
     PARAM_NAMES,
     NumpyMLP,
+    _subset,
     confusion_matrix,
     cross_entropy,
     most_confused_pairs,
@@ -251,7 +252,7 @@ def test_train_network_n_train_and_bad_arguments():
     net = NumpyMLP(16, 8, 4, seed=0)
     history = train_network(net, splits, lr=0.5, epochs=1, batch_size=1000, seed=0, n_train=50, progress=False)
     assert len(history["train_acc"]) == 1
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(ValueError, match="n_train"):
         train_network(net, splits, epochs=1, n_train=10_000, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         train_network(net, splits, epochs=0, progress=False)
@@ -259,6 +260,17 @@ def test_train_network_n_train_and_bad_arguments():
         train_network(NumpyMLP(), splits, epochs=1, progress=False)
     X, y = split_arrays(splits.val, np.float64, limit=5)
     assert X.shape == (5, 16) and X.dtype == np.float64 and y.dtype == np.int64
+
+
+def test_n_train_draws_a_seeded_subset_across_classes():
+    y = np.repeat(np.arange(4), 50)  # ordered by class, like some stored splits
+    X = np.arange(200, dtype=np.float32)[:, None]
+    Xs, ys = _subset(X, y, 40, seed=0)
+    assert len(ys) == 40 and len(np.unique(ys)) == 4
+    np.testing.assert_array_equal(Xs[:, 0].astype(int), np.sort(Xs[:, 0]).astype(int))
+    np.testing.assert_array_equal(y[Xs[:, 0].astype(int)], ys)
+    np.testing.assert_array_equal(_subset(X, y, 40, seed=0)[1], ys)
+    assert not np.array_equal(_subset(X, y, 40, seed=1)[0], Xs)
 
 
 def test_confusion_matrix_and_most_confused_pairs():
