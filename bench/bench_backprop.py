@@ -4,7 +4,7 @@ Prints, per batch size, the median time of the backward pass and of the whole st
 (forward + backward) for both, measured interleaved in the same run, and the ratio
 manual / autograd. Target (issue 3): ratio <= 1.1 for batch sizes >= 256.
 
-    python bench/bench_backprop.py [--repeats 31] [--dtype float32] [--batch-sizes 1 64 256 1024 4096]
+    python bench/bench_backprop.py [--repeats 31] [--dtype float32] [--threads N] [--batch-sizes 1 64 256 1024 4096]
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 256, 1024, 4096])
     parser.add_argument("--repeats", type=int, default=31)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(run_header())
     seed_everything()
