@@ -273,8 +273,23 @@ def test_corrupted_standin_file_is_named(data_dir, tmp_path):
     shutil.copytree(data.offline_folder("cifar2", data_dir), folder)
     victim = folder / "data_batch_3"
     victim.write_bytes(victim.read_bytes()[:1000])
-    with pytest.raises(CorruptFileError, match="data_batch_3"):
+    with pytest.raises(CorruptFileError, match="data_batch_3.*MANIFEST.json") as err:
         _load("cifar2", tmp_path)
+    assert f"delete the folder {folder}" in str(err.value)
+    with pytest.raises(CorruptFileError, match="data_batch_3"):
+        data.verify_manifest(folder)
+    (folder / "test_batch").unlink()
+    with pytest.raises(CorruptFileError, match="test_batch.*missing"):
+        data.verify_manifest(folder, check_md5=False)
+
+
+def test_corrupted_mnist_standin_file_is_named(data_dir, tmp_path):
+    folder = tmp_path / "offline" / "MNIST" / "raw"
+    shutil.copytree(data.offline_folder("mnist", data_dir), folder)
+    victim = folder / "t10k-labels-idx1-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:-20])
+    with pytest.raises(CorruptFileError, match="t10k-labels-idx1-ubyte.gz"):
+        _load("mnist", tmp_path)
 
 
 def _fake_real_cifar(data_dir, tmp_path, monkeypatch):
@@ -283,6 +298,7 @@ def _fake_real_cifar(data_dir, tmp_path, monkeypatch):
     shutil.copytree(data.offline_folder("cifar2", data_dir), folder)
     (folder / data.CIFAR2_CACHE).unlink()
     md5s = json.loads((folder / data.MANIFEST).read_text())["md5"]
+    (folder / data.MANIFEST).unlink()  # real CIFAR-10 folders have none
     monkeypatch.setattr(data, "_cifar10_md5s", lambda: md5s)
     return folder
 
@@ -301,7 +317,7 @@ def test_real_cifar_with_wrong_checksum_is_named(data_dir, tmp_path, monkeypatch
     blob = bytearray((folder / "test_batch").read_bytes())
     blob[-100] ^= 0xFF  # one flipped byte: still a valid pickle, wrong content
     (folder / "test_batch").write_bytes(bytes(blob))
-    with pytest.raises(CorruptFileError, match="test_batch.*md5"):
+    with pytest.raises(CorruptFileError, match="test_batch.*md5.*torchvision's published checksum"):
         _load("cifar2", tmp_path, source="real")
 
 

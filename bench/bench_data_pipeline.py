@@ -1,0 +1,147 @@
+"""One training epoch of the CIFAR-2 MLP: our in-memory pipeline vs the usual torchvision one.
+
+Data: the synthetic CIFAR-2 stand-in (NOT CIFAR-10; same file format and size as
+CIFAR-10's airplane/bird classes: 9,000 training images after the validation draw).
+Pass ``--source real`` where real CIFAR-10 is on disk.
+
+- ours: ``helpers.data.load_cifar2`` (uint8 cache -> normalised float32 tensors once),
+  then ``batches`` slices mini-batches out of memory (batch size ``--batch-size``).
+- usual: ``torchvision.datasets.CIFAR10`` over the same folder, ``ToTensor`` and
+  ``Normalize`` applied per item to PIL images, ``DataLoader(batch_size=64, shuffle=True)``
+  over the same number of airplane/bird images.
+
+Both sides: ``CIFAR2MLP`` from the same initial weights, SGD (lr 0.01, momentum 0.9),
+cross-entropy. Rounds alternate which side runs first so machine noise hits both; the
+script prints every time, the medians and the ratio, and loading as % of our epoch.
+
+    .venv/bin/python bench/bench_data_pipeline.py [--rounds 3] [--batch-size 128] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.utils.data import DataLoader, Subset
+from torchvision import transforms
+
+from helpers import data
+from helpers.config import settings
+from helpers.models import CIFAR2MLP
+
+USUAL_BATCH_SIZE = 64
+
+
+class CIFAR10Folder(torchvision.datasets.CIFAR10):
+    """torchvision's CIFAR10 over a CIFAR-10-format folder whose md5s are not CIFAR-10's.
+
+    Only for the stand-in: our loader has already checked its files against the manifest.
+    """
+
+    def __init__(self, folder, **kw):
+        self._folder = folder
+        super().__init__(str(folder.parent), **kw)
+
+    def _check_integrity(self) -> bool:
+        return all((self._folder / f).is_file() for f in (*data.CIFAR10_TRAIN_FILES, data.CIFAR10_TEST_FILE))
+
+    def _load_meta(self) -> None:
+        self.classes = list(data.read_cifar_meta(self._folder / data.CIFAR10_META_FILE))
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+def cifar_folder(source: str, data_dir) -> tuple[object, str]:
+    if source == "offline":
+        return data.offline_folder("cifar2", data_dir), data.SOURCE_LABELS[("cifar2", "offline")]
+    return data._real_folder("cifar2", data_dir), data.SOURCE_LABELS[("cifar2", "real")]
+
+
+def usual_loader(folder, n_train: int, mean, std, seed: int) -> tuple[DataLoader, float]:
+    """The per-item PIL pipeline over ``n_train`` airplane/bird training images; returns (loader, load seconds)."""
+    start = time.perf_counter()
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean.tolist(), std.tolist())])
+    to_binary = {data.CIFAR2_LABELS[0]: 0, data.CIFAR2_LABELS[1]: 1}
+    full = CIFAR10Folder(folder, train=True, transform=tf, target_transform=to_binary.__getitem__)
+    two_class = np.flatnonzero(np.isin(full.targets, data.CIFAR2_LABELS))
+    picked = np.random.default_rng(seed).permutation(two_class)[:n_train]
+    loader = DataLoader(Subset(full, picked.tolist()), batch_size=USUAL_BATCH_SIZE, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed), num_workers=0)
+    return loader, time.perf_counter() - start
+
+
+def train_epoch(model, opt, batch_iter, device) -> tuple[float, int]:
+    """One epoch; returns (seconds, examples seen)."""
+    model.train()
+    seen = 0
+    start = time.perf_counter()
+    for x, y in batch_iter:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, seen
+
+
+def fresh_model(device):
+    torch.manual_seed(0)
+    model = CIFAR2MLP().to(device)
+    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--source", choices=("offline", "real"), default="offline")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: HELPERS_DEVICE / auto)")
+    args = parser.parse_args()
+    s = settings()
+    device = torch.device(args.device) if args.device else s.device
+    folder, label = cifar_folder(args.source, s.data_dir)
+
+    data.load_cifar2(quick=False, source=args.source)  # first load may generate/cache; not timed
+    print(f"data: {label} | device {device} | torch {torch.__version__} | threads {torch.get_num_threads()}")
+    ours_load, ours_epoch, usual_load, usual_epoch = [], {b: [] for b in args.batch_size}, [], []
+    for r in range(args.rounds):
+        sides = ["ours", "usual"] if r % 2 == 0 else ["usual", "ours"]
+        for side in sides:
+            if side == "ours":
+                start = time.perf_counter()
+                splits = data.load_cifar2(quick=False, source=args.source).to(device)
+                ours_load.append(time.perf_counter() - start)
+                for b in args.batch_size:
+                    model, opt = fresh_model(device)
+                    sec, n = train_epoch(model, opt, data.batches(splits.train, b, shuffle=True, seed=r), device)
+                    ours_epoch[b].append(sec)
+                    print(f"round {r}: ours  batch {b:4d}: load {ours_load[-1]:.2f}s  epoch {sec:.2f}s  ({n} images)")
+            else:
+                splits = data.load_cifar2(quick=False, source=args.source)
+                loader, load_s = usual_loader(folder, len(splits.train), splits.mean, splits.std, seed=r)
+                model, opt = fresh_model(device)
+                sec, n = train_epoch(model, opt, loader, device)
+                usual_load.append(load_s)
+                usual_epoch.append(sec)
+                print(f"round {r}: usual batch {USUAL_BATCH_SIZE:4d}: load {load_s:.2f}s  epoch {sec:.2f}s  ({n} images)")
+
+    med = statistics.median
+    print(f"\n== medians over {args.rounds} rounds ({label}, {device})")
+    print(f"usual (torchvision CIFAR10 + ToTensor/Normalize per item, DataLoader batch {USUAL_BATCH_SIZE}): "
+          f"epoch {med(usual_epoch):.2f}s, dataset construction {med(usual_load):.2f}s")
+    for b in args.batch_size:
+        ratio = med(usual_epoch) / med(ours_epoch[b])
+        load_pct = 100 * med(ours_load) / med(ours_epoch[b])
+        print(f"ours batch {b}: epoch {med(ours_epoch[b]):.2f}s -> {ratio:.1f}x faster than usual "
+              f"(target >= 4x); load {med(ours_load):.2f}s = {load_pct:.1f}% of the epoch (target < 5%)")
+
+
+if __name__ == "__main__":
+    main()
