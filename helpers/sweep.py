@@ -14,12 +14,13 @@ JSON line to ``<results_dir>/<name>.jsonl``:
   so a finished configuration is either fully in the file or not at all; a line that does
   not parse (e.g. cut by a crash mid-write) is reported with ``warnings.warn``, dropped
   from the file and its configuration is trained again;
-- configurations run in worker processes (``forkserver``, or ``spawn`` where there is none), one per core by default, each with
-  ``torch.set_num_threads(threads_per_worker)``; a serial run (``workers=1``) with the
-  same thread count gives identical numbers.
+- configurations run in worker processes (``forkserver``, or ``spawn`` where there is
+  none), one per core by default, each with ``torch.set_num_threads(threads_per_worker)``;
+  a serial run (``workers=1``) with the same thread count gives identical numbers.
 
-Results live in ``<repo>/results/<mode>/`` by default (:func:`default_results_dir`) (git-ignored; ``mode`` is
-``quick`` or ``full``), checkpoints of the final weights in ``<results_dir>/<name>-checkpoints/``.
+Results live in ``<repo>/results/`` by default, ``<repo>/build/quick-results/`` in quick
+mode (:func:`default_results_dir`; both git-ignored); the final weights of each
+configuration in ``<results_dir>/<name>-checkpoints/<key>.pt``.
 """
 
 from __future__ import annotations
@@ -158,15 +159,17 @@ def default_grid(epochs: int) -> list[dict]:
 
     Baselines: lr 0.01 x momentum {0, 0.9} x weight decay {0, 0.01}, and
     0.005/0.9/0.001, 0.02/0.8/0.005, 0.01/0.7/0.002, 0.015/0.85/0.01, 0.008/0.95/0.003.
-    Wider: lr {0.003, 0.03, 0.1} x momentum {0.9, 0.95} x weight decay {0, 5e-4}, and
-    the cosine schedule on two of them.
+    Wider: lr {0.003, 0.03, 0.1} x momentum {0.9, 0.95} x weight decay {0, 5e-4}, plus two
+    cosine schedules (lr 0.03, and notebook 03's lr 0.05 with Nesterov), each with momentum 0.9
+    and weight decay 5e-4. 23 configurations.
     """
     grid = [{"lr": 0.01, "momentum": m, "weight_decay": wd} for m in (0.0, 0.9) for wd in (0.0, 0.01)]
     grid += [{"lr": lr, "momentum": m, "weight_decay": wd} for lr, m, wd in (
         (0.005, 0.9, 0.001), (0.02, 0.8, 0.005), (0.01, 0.7, 0.002), (0.015, 0.85, 0.01), (0.008, 0.95, 0.003))]
     grid += [{"lr": lr, "momentum": m, "weight_decay": wd}
              for lr in (0.003, 0.03, 0.1) for m in (0.9, 0.95) for wd in (0.0, 5e-4)]
-    grid += [{"lr": lr, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"} for lr in (0.03, 0.1)]
+    grid += [{"lr": 0.03, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"},
+             {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True, "schedule": "cosine"}]
     return [{**c, "epochs": epochs} for c in grid]
 
 
@@ -180,8 +183,11 @@ def quick_grid(epochs: int = 1) -> list[dict]:
 
 
 def default_results_dir() -> Path:
-    """Default folder for sweep results: ``<repo>/results/<quick|full>`` (git-ignored)."""
-    return REPO_ROOT / "results" / settings().mode
+    """Default folder for sweep results: ``<repo>/results`` (full), ``<repo>/build/quick-results`` (quick).
+
+    Both are git-ignored; like the figures, quick runs never touch the full-size results.
+    """
+    return REPO_ROOT / ("build/quick-results" if settings().quick else "results")
 
 
 def append_record(path: Path, record: Mapping) -> None:
@@ -610,7 +616,7 @@ def plot_generalization_gap(results: Sequence[Mapping], title: str | None = None
     ax.set(yticks=y, xlabel="final accuracy")
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best")
     ax_gap.barh(y, [t - v for t, v in zip(train_acc, val_acc)], color="#ff7f0e")
     ax_gap.axvline(0, color="black", linewidth=0.8)
     ax_gap.set(xlabel="train - validation accuracy")
