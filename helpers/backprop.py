@@ -17,6 +17,7 @@ Batches are matrices with one sample per row, so ``y = A x`` for every row of
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -320,6 +321,11 @@ def backpropagation(model, y_true: torch.Tensor, y_pred: torch.Tensor) -> None:
             _times_activation_derivative_(delta, names[l - 1], z[l - 1], a[l])
 
 
+def sum_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """``L = Σ (ŷ - y)²`` over batch and outputs: the loss of notebook 02 (0-dim tensor)."""
+    return ((y_pred - y_true) ** 2).sum()
+
+
 def autograd_backward(model, x: torch.Tensor, y_true: torch.Tensor) -> None:
     """The reference: ``.grad`` of every parameter of ``model`` from ``loss.backward()``, same loss."""
     model.zero_grad(set_to_none=True)
@@ -344,15 +350,13 @@ def time_backprop(model, batch_size: int, repeats: int = 21, warmup: int = 3, se
 
     For each repeat a fresh forward pass is run untimed (with the autograd graph for
     autograd, without it for manual), then only the backward part is timed:
-    ``backpropagation(...)`` vs ``loss = ((y_pred - y) ** 2).sum(); loss.backward()``.
+    ``backpropagation(...)`` vs ``sum_squared_error(y_pred, y).backward()``.
     The order of the two alternates between repeats. Also times the whole step
     (forward + backward). Returns medians ``manual_s, autograd_s, ratio`` (manual /
     autograd, backward only) and ``manual_step_s, autograd_step_s, step_ratio``.
     """
     if batch_size < 1 or repeats < 1:
         raise ValueError(f"need batch_size >= 1 and repeats >= 1, got {batch_size} and {repeats}.")
-    import time
-
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     gen = torch.Generator().manual_seed(seed)
@@ -378,7 +382,7 @@ def time_backprop(model, batch_size: int, repeats: int = 21, warmup: int = 3, se
         y_pred = model(x)
         _sync(device)
         t1 = time.perf_counter()
-        ((y_pred - y) ** 2).sum().backward()
+        sum_squared_error(y_pred, y).backward()
         _sync(device)
         t2 = time.perf_counter()
         return t2 - t1, t2 - t0
@@ -398,11 +402,6 @@ def time_backprop(model, batch_size: int, repeats: int = 21, warmup: int = 3, se
     a_back, a_step = (float(np.median(v)) for v in zip(*auto))
     return {"batch_size": batch_size, "manual_s": m_back, "autograd_s": a_back, "ratio": m_back / a_back,
             "manual_step_s": m_step, "autograd_step_s": a_step, "step_ratio": m_step / a_step}
-
-
-def sum_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """``L = Σ (ŷ - y)²`` over batch and outputs: the loss of notebook 02 (0-dim tensor)."""
-    return ((y_pred - y_true) ** 2).sum()
 
 
 def numerical_parameter_gradients(model, x: torch.Tensor, y_true: torch.Tensor, h: float = 1e-6) -> list:
