@@ -475,8 +475,11 @@ def _execute(job: _Job, pending: list, workers: int):
     pool = _pool_context().Pool(workers, initializer=_init_worker, initargs=(job,))
     try:
         yield from pool.imap_unordered(_run_in_worker, pending)
-    finally:
+        pool.close()
+    except BaseException:  # an error, Ctrl-C or an abandoned generator: stop the workers now
         pool.terminate()
+        raise
+    finally:
         pool.join()
 
 
@@ -489,7 +492,8 @@ def _pool_context():
     """
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["helpers.sweep", "helpers.train"])
+        # torch._dynamo: the first optimizer of a process imports it lazily (seconds); do it once here.
+        ctx.set_forkserver_preload(["helpers.sweep", "helpers.train", "torch._dynamo"])
         return ctx
     return mp.get_context("spawn")
 
