@@ -37,7 +37,7 @@ def assert_params_equal(a: nn.Module, b: nn.Module, where: str) -> None:
         assert torch.equal(pa, pb), f"{name} differs {where} (max |diff| {(pa - pb).abs().max():.3g})"
 
 
-def run_side_by_side(settings: dict, n_steps: int = 25, torch_kwargs: dict | None = None,
+def run_side_by_side(settings: dict, n_steps: int = 20, torch_kwargs: dict | None = None,
                      scheduler=None) -> None:
     """Train two copies in lockstep; compare losses and every parameter after every step."""
     ref, mine = small_net(), small_net()
