@@ -571,11 +571,11 @@ def sort_results(results: Sequence[Mapping]) -> list[dict]:
 
 def results_table(results: Sequence[Mapping]) -> str:
     """Plain-text table of ``results``, best first: rank, configuration, final metrics, gap, time."""
-    header = f"{'#':>3}  {'configuration':<40} {'val_acc':>8} {'val_loss':>9} {'train_acc':>9} {'gap':>7} {'time_s':>7}"
+    header = f"{'#':>3}  {'configuration':<52} {'val_acc':>8} {'val_loss':>9} {'train_acc':>9} {'gap':>7} {'time_s':>7}"
     rows = [header, "-" * len(header)]
     for rank, r in enumerate(sort_results(results), start=1):
         f = r["final"]
-        rows.append(f"{rank:>3}  {r['label']:<40} {f['val_acc']:>8.4f} {f['val_loss']:>9.4f} "
+        rows.append(f"{rank:>3}  {r['label']:<52} {f['val_acc']:>8.4f} {f['val_loss']:>9.4f} "
                     f"{f['train_acc']:>9.4f} {f['train_acc'] - f['val_acc']:>+7.4f} {r['seconds']:>7.1f}")
     return "\n".join(rows)
 
