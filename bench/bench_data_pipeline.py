@@ -14,7 +14,7 @@ Both sides: ``CIFAR2MLP`` from the same initial weights, SGD (lr 0.01, momentum 
 cross-entropy. Rounds alternate which side runs first so machine noise hits both; the
 script prints every time, the medians and the ratio, and loading as % of our epoch.
 
-    .venv/bin/python bench/bench_data_pipeline.py [--rounds 3] [--batch-size 128] [--device cpu]
+    .venv/bin/python bench/bench_data_pipeline.py [--rounds 3] [--batch-size 128 512] [--device cpu]
 """
 
 from __future__ import annotations
@@ -91,6 +91,14 @@ def train_epoch(model, opt, batch_iter, device) -> tuple[float, int]:
     return time.perf_counter() - start, seen
 
 
+def iterate_only(batch_iter) -> float:
+    """Seconds to produce one epoch of batches without training (the data pipeline alone)."""
+    start = time.perf_counter()
+    for _x, _y in batch_iter:
+        pass
+    return time.perf_counter() - start
+
+
 def fresh_model(device):
     torch.manual_seed(0)
     model = CIFAR2MLP().to(device)
@@ -100,7 +108,7 @@ def fresh_model(device):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--source", choices=("offline", "real"), default="offline")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: HELPERS_DEVICE / auto)")
     args = parser.parse_args()
@@ -111,6 +119,7 @@ def main() -> None:
     data.load_cifar2(quick=False, source=args.source)  # first load may generate/cache; not timed
     print(f"data: {label} | device {device} | torch {torch.__version__} | threads {torch.get_num_threads()}")
     ours_load, ours_epoch, usual_load, usual_epoch = [], {b: [] for b in args.batch_size}, [], []
+    ours_iter, usual_iter = {b: [] for b in args.batch_size}, []
     for r in range(args.rounds):
         sides = ["ours", "usual"] if r % 2 == 0 else ["usual", "ours"]
         for side in sides:
@@ -122,6 +131,7 @@ def main() -> None:
                     model, opt = fresh_model(device)
                     sec, n = train_epoch(model, opt, data.batches(splits.train, b, shuffle=True, seed=r), device)
                     ours_epoch[b].append(sec)
+                    ours_iter[b].append(iterate_only(data.batches(splits.train, b, shuffle=True, seed=r)))
                     print(f"round {r}: ours  batch {b:4d}: load {ours_load[-1]:.2f}s  epoch {sec:.2f}s  ({n} images)")
             else:
                 splits = data.load_cifar2(quick=False, source=args.source)
@@ -130,13 +140,17 @@ def main() -> None:
                 sec, n = train_epoch(model, opt, loader, device)
                 usual_load.append(load_s)
                 usual_epoch.append(sec)
+                usual_iter.append(iterate_only(loader))
                 print(f"round {r}: usual batch {USUAL_BATCH_SIZE:4d}: load {load_s:.2f}s  epoch {sec:.2f}s  ({n} images)")
 
     med = statistics.median
     print(f"\n== medians over {args.rounds} rounds ({label}, {device})")
     print(f"usual (torchvision CIFAR10 + ToTensor/Normalize per item, DataLoader batch {USUAL_BATCH_SIZE}): "
-          f"epoch {med(usual_epoch):.2f}s, dataset construction {med(usual_load):.2f}s")
+          f"epoch {med(usual_epoch):.2f}s, dataset construction {med(usual_load):.2f}s, "
+          f"batches alone {med(usual_iter):.2f}s per epoch")
     for b in args.batch_size:
+        print(f"ours batch {b}: batches alone {med(ours_iter[b]):.3f}s per epoch "
+              f"({med(usual_iter) / med(ours_iter[b]):.0f}x faster than the usual pipeline's batches)")
         ratio = med(usual_epoch) / med(ours_epoch[b])
         load_pct = 100 * med(ours_load) / med(ours_epoch[b])
         print(f"ours batch {b}: epoch {med(ours_epoch[b]):.2f}s -> {ratio:.1f}x faster than usual "
