@@ -8,6 +8,7 @@
 | ``HELPERS_DEVICE``    | ``cpu``, ``cuda``, ``cuda:N`` or ``mps``                   | ``cuda`` if available, else ``cpu`` |
 | ``HELPERS_SEED``      | integer seed for every run                                 | ``0``                          |
 | ``HELPERS_DATA_SOURCE`` | ``auto``, ``real`` or ``offline`` (see ``helpers.data``) | ``auto``                       |
+| ``HELPERS_MNIST_DATASET`` | ``mnist`` or ``fashion_mnist``: the data of notebooks 05 and 06 | ``mnist``                 |
 
 Quick mode changes sizes and epochs, never the code path. Quick runs write their
 figures to a scratch folder so they never overwrite the committed report figures.
@@ -28,6 +29,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_SOURCES = ("auto", "real", "offline")
+MNIST_DATASETS = ("mnist", "fashion_mnist")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -46,6 +48,7 @@ class Settings:
     device: torch.device
     seed: int
     data_source: str
+    mnist_dataset: str = "mnist"
 
     @property
     def mode(self) -> str:
@@ -118,6 +121,12 @@ def read_settings(environ: dict[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"HELPERS_DATA_SOURCE={source!r} is unknown; valid choices: {', '.join(DATA_SOURCES)}."
         )
+    mnist_dataset = env.get("HELPERS_MNIST_DATASET", "mnist").strip().lower() or "mnist"
+    if mnist_dataset not in MNIST_DATASETS:
+        raise SettingsError(
+            f"HELPERS_MNIST_DATASET={mnist_dataset!r} is unknown; "
+            f"valid choices: {', '.join(MNIST_DATASETS)}."
+        )
     return Settings(
         quick=quick,
         data_dir=_path(env, "HELPERS_DATA_DIR", REPO_ROOT / "data"),
@@ -125,6 +134,7 @@ def read_settings(environ: dict[str, str] | None = None) -> Settings:
         device=parse_device(env.get("HELPERS_DEVICE")),
         seed=_parse_seed(env.get("HELPERS_SEED", "0")),
         data_source=source,
+        mnist_dataset=mnist_dataset,
     )
 
 

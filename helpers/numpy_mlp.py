@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
 INIT_STD = 0.1
@@ -371,14 +372,9 @@ def blas_threads(n: int | None):
     """Context manager limiting NumPy's BLAS to ``n`` threads (``None``: leave as is).
 
     The products here are small (B x 784 by 784 x 64); on a busy machine a multi-threaded
-    BLAS spends more time waking threads than multiplying. Needs ``threadpoolctl``
-    (installed with scikit-learn); without it this is a no-op.
+    BLAS spends more time waking threads than multiplying.
     """
     if n is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=int(n), user_api="blas")
 

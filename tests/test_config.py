@@ -61,6 +61,13 @@ def test_bad_quick_flag_and_data_source():
         read_settings({"HELPERS_DATA_SOURCE": "internet"})
 
 
+def test_mnist_dataset_switch():
+    assert read_settings({}).mnist_dataset == "mnist"
+    assert read_settings({"HELPERS_MNIST_DATASET": " Fashion_MNIST "}).mnist_dataset == "fashion_mnist"
+    with pytest.raises(SettingsError, match="HELPERS_MNIST_DATASET.*mnist, fashion_mnist"):
+        read_settings({"HELPERS_MNIST_DATASET": "kmnist"})
+
+
 def test_seed_everything_makes_draws_repeat():
     config.seed_everything(123)
     a = (torch.rand(3), np.random.rand(3))
