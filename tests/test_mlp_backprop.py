@@ -9,14 +9,7 @@ from torch import nn
 from helpers import backprop as bp
 from helpers.models import MYNET_ACTIVATIONS, MyNet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small networks: one thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_architecture(seed: int) -> tuple[list[int], list[str]]:
