@@ -9,6 +9,7 @@
 | ``HELPERS_SEED``      | integer seed for every run                                 | ``0``                          |
 | ``HELPERS_DATA_SOURCE`` | ``auto``, ``real`` or ``offline`` (see ``helpers.data``) | ``auto``                       |
 | ``HELPERS_MNIST_DATASET`` | ``mnist`` or ``fashion_mnist``: the data of notebooks 05 and 06 | ``mnist``                 |
+| ``HELPERS_PROGRESS``  | ``auto`` (bars in a terminal or Jupyter), ``1`` or ``0``    | ``auto``                       |
 
 Quick mode changes sizes and epochs, never the code path. Quick runs write their
 figures to a scratch folder so they never overwrite the committed report figures.
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import random
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +32,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_SOURCES = ("auto", "real", "offline")
 MNIST_DATASETS = ("mnist", "fashion_mnist")
+PROGRESS_CHOICES = ("auto", "1", "0")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -49,6 +52,7 @@ class Settings:
     seed: int
     data_source: str
     mnist_dataset: str = "mnist"
+    progress: bool | None = None  # None: auto
 
     @property
     def mode(self) -> str:
@@ -96,7 +100,8 @@ def parse_device(raw: str | None) -> torch.device:
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise SettingsError(
-                f"HELPERS_DEVICE={raw!r} but only {torch.cuda.device_count()} CUDA device(s) exist."
+                f"HELPERS_DEVICE={raw!r} but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                f"{valid} with N < {torch.cuda.device_count()}."
             )
         return device
     if device.type == "mps":
@@ -127,6 +132,8 @@ def read_settings(environ: dict[str, str] | None = None) -> Settings:
             f"HELPERS_MNIST_DATASET={mnist_dataset!r} is unknown; "
             f"valid choices: {', '.join(MNIST_DATASETS)}."
         )
+    progress_raw = env.get("HELPERS_PROGRESS", "auto").strip().lower() or "auto"
+    progress = None if progress_raw == "auto" else _parse_progress(progress_raw)
     return Settings(
         quick=quick,
         data_dir=_path(env, "HELPERS_DATA_DIR", REPO_ROOT / "data"),
@@ -135,7 +142,32 @@ def read_settings(environ: dict[str, str] | None = None) -> Settings:
         seed=_parse_seed(env.get("HELPERS_SEED", "0")),
         data_source=source,
         mnist_dataset=mnist_dataset,
+        progress=progress,
     )
+
+
+def _parse_progress(raw: str) -> bool:
+    try:
+        return _parse_bool("HELPERS_PROGRESS", raw)
+    except SettingsError:
+        raise SettingsError(
+            f"HELPERS_PROGRESS={raw!r} is unknown; valid choices: {', '.join(PROGRESS_CHOICES)}."
+        ) from None
+
+
+def show_progress(progress: bool | None = None) -> bool:
+    """Whether a training loop shows its tqdm bar.
+
+    An explicit ``progress`` wins; then ``HELPERS_PROGRESS``; ``auto`` shows bars in a
+    terminal or a Jupyter kernel and hides them in logs. ``make run`` and ``make test``
+    set ``HELPERS_PROGRESS=0`` because nbconvert and nbval run a kernel nobody watches.
+    """
+    if progress is not None:
+        return bool(progress)
+    configured = settings().progress
+    if configured is not None:
+        return configured
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 @lru_cache(maxsize=1)
@@ -187,7 +219,10 @@ def write_run_record(name: str, record: dict, s: Settings | None = None) -> Path
         raise ValueError(f"run record name {name!r} must be a plain file stem like '01_matrix_chain'.")
     full = {
         "settings": {"mode": s.mode, "device": str(s.device), "seed": s.seed,
-                     "data_source_setting": s.data_source},
+                     "data_source_setting": s.data_source,
+                     # float32 sums depend on how work is split across threads: a rerun
+                     # matches bit for bit only with the same thread count.
+                     "torch_threads": torch.get_num_threads()},
         "versions": versions(),
         **record,
     }

@@ -35,6 +35,27 @@ def parameter_table(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
     return [(n, tuple(p.shape), p.numel()) for n, p in model.named_parameters() if p.requires_grad]
 
 
+def layer_parameter_counts(model: nn.Module) -> list[tuple[str, str, int]]:
+    """``(name, layer, count)`` per module that owns trainable parameters, in order.
+
+    ``layer`` describes the module, e.g. ``"Linear 3072->512"``; ``count`` adds its weight and bias.
+    """
+    rows = []
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own:
+            rows.append((name, _describe_layer(module), sum(p.numel() for p in own)))
+    return rows
+
+
+def _describe_layer(module: nn.Module) -> str:
+    if isinstance(module, nn.Linear):
+        return f"Linear {module.in_features}->{module.out_features}"
+    if isinstance(module, nn.Conv2d):
+        return f"Conv2d {module.in_channels}->{module.out_channels}, {module.kernel_size[0]}x{module.kernel_size[1]}"
+    return type(module).__name__
+
+
 @torch.no_grad()
 def clone_model(model: nn.Module) -> nn.Module:
     """A deep copy with identical weights (for runs that must start from the same point)."""
@@ -156,7 +177,7 @@ def make_model(kind: str, variant: str = "plain", **kwargs) -> nn.Module:
     Extra keywords go to the class (e.g. ``p=0.5`` for the dropout probability).
     Every model maps N x 1 x 28 x 28 images to N x 10 logits.
     """
-    if kind not in _MODEL_CLASSES:
+    if not isinstance(kind, str) or kind not in _MODEL_CLASSES:
         raise ValueError(f"unknown model kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}.")
     _check_variant(variant)
     return _MODEL_CLASSES[kind](variant=variant, **kwargs)

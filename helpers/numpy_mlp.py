@@ -379,12 +379,6 @@ def blas_threads(n: int | None):
     return threadpool_limits(limits=int(n), user_api="blas")
 
 
-def _progress_enabled(progress: bool | None) -> bool:
-    if progress is not None:
-        return bool(progress)
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
-
-
 def train_network(net: NumpyMLP, splits, lr: float = DEFAULT_LR, epochs: int = DEFAULT_EPOCHS,
                   batch_size: int = DEFAULT_BATCH_SIZE, seed: int | None = None, n_train: int | None = None,
                   progress: bool | None = None, threads: int | None = 1) -> dict[str, list[float]]:
@@ -401,6 +395,8 @@ def train_network(net: NumpyMLP, splits, lr: float = DEFAULT_LR, epochs: int = D
     ``threads``: BLAS threads while training (see ``blas_threads``; 1 is fastest for small batches).
     """
     from tqdm import tqdm
+
+    from helpers.config import show_progress  # lazy: the model itself needs NumPy only
 
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
@@ -421,7 +417,7 @@ def train_network(net: NumpyMLP, splits, lr: float = DEFAULT_LR, epochs: int = D
                                        ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")}
     with blas_threads(threads):
         _train_epochs(net, X, y, Xv, yv, lr, epochs, batch_size, seed, history,
-                      tqdm(range(epochs), desc="epochs", disable=not _progress_enabled(progress), file=sys.stderr))
+                      tqdm(range(epochs), desc="epochs", disable=not show_progress(progress), file=sys.stderr))
     return history
 
 

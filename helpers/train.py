@@ -7,7 +7,6 @@ so two runs with the same seed see the same data in the same order.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
@@ -16,16 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.std import tqdm
 
-from helpers.config import settings
+from helpers.config import settings, show_progress
 from helpers.data import batches
 
 History = dict[str, list[float]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _interactive() -> bool:
-    """Show progress bars in a terminal or a Jupyter kernel, not in logs."""
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def _check_train_args(epochs: int, batch_size: int, eval_split: str, splits, step_scheduler: str) -> None:
@@ -72,7 +66,7 @@ def train(
     model.to(device)
     keys = ("train_loss", "train_acc", f"{eval_split}_loss", f"{eval_split}_acc", "lr", "seconds")
     history: History = {k: [] for k in keys}
-    show = _interactive() if progress is None else progress
+    show = show_progress(progress)
     bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not show, leave=False)
     for epoch in bar:
         start = time.perf_counter()

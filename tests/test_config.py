@@ -68,6 +68,19 @@ def test_mnist_dataset_switch():
         read_settings({"HELPERS_MNIST_DATASET": "kmnist"})
 
 
+def test_progress_setting(monkeypatch):
+    assert read_settings({}).progress is None
+    assert read_settings({"HELPERS_PROGRESS": "0"}).progress is False
+    assert read_settings({"HELPERS_PROGRESS": "1"}).progress is True
+    with pytest.raises(SettingsError, match="HELPERS_PROGRESS.*auto, 1, 0"):
+        read_settings({"HELPERS_PROGRESS": "sometimes"})
+    monkeypatch.setattr(config, "settings", lambda: read_settings({"HELPERS_PROGRESS": "0"}))
+    assert config.show_progress() is False
+    assert config.show_progress(True) is True  # an explicit argument wins
+    monkeypatch.setattr(config, "settings", lambda: read_settings({"HELPERS_PROGRESS": "1"}))
+    assert config.show_progress() is True
+
+
 def test_seed_everything_makes_draws_repeat():
     config.seed_everything(123)
     a = (torch.rand(3), np.random.rand(3))
@@ -90,5 +103,6 @@ def test_run_record_holds_settings_versions_and_payload(tmp_path):
     assert rec["metrics"] == {"loss": 0.5}
     assert rec["versions"]["torch"] == torch.__version__
     assert rec["settings"]["seed"] == 0
+    assert rec["settings"]["torch_threads"] == torch.get_num_threads()
     with pytest.raises(ValueError, match="plain file stem"):
         config.write_run_record("../escape", {}, s)

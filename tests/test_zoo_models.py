@@ -5,7 +5,14 @@ import torch
 from torch import nn
 
 from helpers.checkpoint import load_checkpoint, save_checkpoint
-from helpers.models import MODEL_KINDS, MODEL_VARIANTS, count_parameters, make_model
+from helpers.models import (
+    CIFAR2MLP,
+    MODEL_KINDS,
+    MODEL_VARIANTS,
+    count_parameters,
+    layer_parameter_counts,
+    make_model,
+)
 
 ALL = [(k, v) for k in MODEL_KINDS for v in MODEL_VARIANTS]
 
@@ -104,13 +111,13 @@ def test_dropout_probability_is_configurable():
     assert {m.p for m in model.modules() if isinstance(m, nn.Dropout)} == {0.5}
 
 
-@pytest.mark.parametrize("kind,variant", [("transformer", "plain"), ("LeNet", "plain")])
+@pytest.mark.parametrize("kind,variant", [("transformer", "plain"), ("LeNet", "plain"), (["mlp"], "plain")])
 def test_unknown_kind_lists_the_options(kind, variant):
     with pytest.raises(ValueError, match="softmax, mlp, lenet"):
         make_model(kind, variant)
 
 
-@pytest.mark.parametrize("variant", ["dropuot", "layernorm", ""])
+@pytest.mark.parametrize("variant", ["dropuot", "layernorm", "", ["plain"]])
 def test_unknown_variant_lists_the_options(variant):
     with pytest.raises(ValueError, match="plain, dropout, batchnorm"):
         make_model("mlp", variant)
@@ -170,3 +177,20 @@ def test_checkpoint_of_one_variant_does_not_load_into_another(tmp_path):
     path = save_checkpoint(make_model("lenet", "batchnorm"), tmp_path / "bn.pt")
     with pytest.raises(CheckpointError):
         load_checkpoint(make_model("lenet", "plain"), path)
+
+
+def test_layer_parameter_counts_of_the_cifar2_mlp():
+    rows = layer_parameter_counts(CIFAR2MLP())
+    assert [(layer, n) for _name, layer, n in rows] == [
+        ("Linear 3072->512", 3072 * 512 + 512),
+        ("Linear 512->128", 512 * 128 + 128),
+        ("Linear 128->32", 128 * 32 + 32),
+        ("Linear 32->2", 32 * 2 + 2),
+    ]
+    assert sum(n for *_, n in rows) == count_parameters(CIFAR2MLP()) == 1_643_234
+
+
+@pytest.mark.parametrize("kind,variant", ALL)
+def test_layer_counts_add_up_to_the_total(kind, variant):
+    model = make_model(kind, variant)
+    assert sum(n for *_, n in layer_parameter_counts(model)) == count_parameters(model)
