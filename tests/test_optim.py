@@ -114,17 +114,22 @@ def test_bit_identical_with_parameter_groups():
         assert_params_equal(ref, mine, "with parameter groups")
 
 
-def test_bit_identical_on_cifar2_mlp():
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_bit_identical_on_cifar2_mlp(device):
+    """On CUDA torch.optim.SGD defaults to its foreach kernels; ManualSGD must still match."""
     torch.manual_seed(0)
-    ref = CIFAR2MLP()
+    ref = CIFAR2MLP().to(device)
     mine = clone_model(ref)
     settings = {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}
     opt_ref = torch.optim.SGD(ref.parameters(), **settings)
     opt_mine = ManualSGD(mine.parameters(), **settings)
     gen = torch.Generator().manual_seed(3)
     for step in range(4):
-        x = torch.randn(64, 3, 32, 32, generator=gen)
-        y = torch.randint(0, 2, (64,), generator=gen)
+        x = torch.randn(64, 3, 32, 32, generator=gen).to(device)
+        y = torch.randint(0, 2, (64,), generator=gen).to(device)
         train_step(ref, opt_ref, x, y)
         train_step(mine, opt_mine, x, y)
         assert_params_equal(ref, mine, f"on CIFAR2MLP after step {step}")
