@@ -18,7 +18,7 @@ Batches are matrices with one sample per row, so ``y = A x`` for every row of
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,6 +133,67 @@ def finite_difference_gradients(loss_fn: Callable, *tensors, h: float = 1e-5) ->
     for i, x in enumerate(copies):
         grads.append(numerical_gradient(lambda _x, i=i: loss_fn(*copies[:i], _x, *copies[i + 1:]), x, h))
     return tuple(grads)
+
+
+# --------------------------------------------------------------------------------------
+# Exercise reports (every grader uses one)
+# --------------------------------------------------------------------------------------
+class Exercise:
+    """The checks of one exercise: one printed line per check, AssertionError if any failed.
+
+    Use as ``with Exercise("02-backpropagation") as ex: ex.check("dW1", ok, "rel. error 3e-17")``.
+    ``ex.call(name, fn, *args)`` runs student code and turns any exception into a failed check
+    (returns None), so the remaining checks still run and report.
+    """
+
+    def __init__(self, grade_id: str):
+        self.grade_id = grade_id
+        self.failures: list[str] = []
+
+    def check(self, name: str, passed: bool, detail: str = "") -> bool:
+        passed = bool(passed)
+        print(f"{'PASS' if passed else 'FAIL'}  {name}" + (f": {detail}" if detail else ""))
+        if not passed:
+            self.failures.append(name)
+        return passed
+
+    def call(self, name: str, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)``, or a failed check naming the exception (then None)."""
+        try:
+            return fn(*args, **kwargs)
+        except NotImplementedError:
+            self.check(name, False, "not implemented yet (the solution region still raises NotImplementedError)")
+        except Exception as err:  # noqa: BLE001 - any student error is a failed check
+            self.check(name, False, f"raised {type(err).__name__}: {err}")
+        return None
+
+    def signature(self, fn: Callable, params: Sequence[str]) -> bool:
+        """Check that ``fn`` takes the named parameters first, in this order."""
+        import inspect
+
+        try:
+            names = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            names = None
+        ok = names is not None and names[:len(params)] == list(params)
+        return self.check(f"signature of {getattr(fn, '__name__', fn)}", ok,
+                          f"expected ({', '.join(params)}), got ({', '.join(names or ['?'])})")
+
+    def shape(self, name: str, value, expected: Sequence[int]) -> bool:
+        """Check that ``value`` has ``.shape == expected``."""
+        got = tuple(getattr(value, "shape", ())) if value is not None else None
+        return self.check(f"shape of {name}", got == tuple(expected), f"expected {tuple(expected)}, got {got}")
+
+    def __enter__(self) -> Exercise:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None and not issubclass(exc_type, AssertionError):
+            self.check("grader", False, f"stopped by {exc_type.__name__}: {exc}")
+            exc = None
+        if exc is None and self.failures:
+            raise AssertionError(f"{self.grade_id}: {len(self.failures)} check(s) failed: {', '.join(self.failures)}")
+        return exc is None and exc_type is not None
 
 
 # --------------------------------------------------------------------------------------

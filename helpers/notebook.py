@@ -1,0 +1,92 @@
+"""Defs-only import of a notebook: the taught code, without running the lesson around it.
+
+``load_defs("02_manual_backprop_mlp")`` reads ``notebooks/02_manual_backprop_mlp.ipynb`` and
+executes, in order, only the top-level statements of its code cells that define something:
+``import``/``from`` imports, ``def``, ``class`` and assignments to ALL_CAPS names (as the
+``ipynb`` package's ``ipynb.fs.defs`` does). Training, plots and prints are skipped, so
+tests, benchmarks and graders reach the notebook's own definitions in milliseconds.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+import types
+from pathlib import Path
+
+from helpers.config import REPO_ROOT
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+_KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def notebook_path(name: str | Path) -> Path:
+    """``"01_matrix_chain_backprop"`` (or a path) -> the ``.ipynb`` file; FileNotFoundError if absent."""
+    path = Path(name)
+    if path.suffix != ".ipynb":
+        path = NOTEBOOKS_DIR / f"{name}.ipynb"
+    if not path.is_file():
+        found = ", ".join(sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")))
+        raise FileNotFoundError(f"no notebook {path}; notebooks in {NOTEBOOKS_DIR}: {found}.")
+    return path
+
+
+def _is_definition(node: ast.stmt) -> bool:
+    if isinstance(node, _KEPT):
+        return True
+    if isinstance(node, ast.Assign | ast.AnnAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
+    return False
+
+
+def _cell_definitions(source: str) -> list[tuple[str, bool]]:
+    """(source, is_assignment) of each defining top-level statement of one cell, decorators included."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    out = []
+    for node in tree.body:
+        if _is_definition(node):
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            out.append(("\n".join(lines[first - 1:node.end_lineno]), isinstance(node, ast.Assign | ast.AnnAssign)))
+    return out
+
+
+def load_defs(name: str | Path) -> types.ModuleType:
+    """Import the definitions of a notebook as a module named ``nb_<stem>`` (cached in sys.modules).
+
+    An ALL_CAPS assignment that needs a value computed by a skipped cell (a NameError) is
+    left out and listed in the module's ``__skipped__``; any other error propagates.
+    """
+    path = notebook_path(name)
+    module_name = "nb_" + path.stem.replace("-", "_")
+    cached = sys.modules.get(module_name)
+    if cached is not None and getattr(cached, "__file__", None) == str(path):
+        return cached
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    module = types.ModuleType(module_name)
+    module.__file__ = str(path)
+    module.__skipped__ = []
+    sys.modules[module_name] = module  # classes defined here must be importable by name (pickle)
+    try:
+        for i, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            source = "\n".join(ln for ln in "".join(cell["source"]).splitlines()
+                               if not ln.lstrip().startswith(("%", "!")))
+            try:
+                chunks = _cell_definitions(source)
+            except SyntaxError as err:
+                raise SyntaxError(f"{path}: code cell {i} does not parse: {err}") from err
+            for chunk, is_assignment in chunks:
+                try:
+                    exec(compile(chunk, f"{path.name} (code cell {i})", "exec"), module.__dict__)
+                except NameError:
+                    if not is_assignment:
+                        raise
+                    module.__skipped__.append(chunk.split("=")[0].strip())
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
