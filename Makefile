@@ -15,13 +15,15 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # nbconvert and nbval run kernels nobody watches: no progress bars in their outputs.
 QUICK_ENV := HELPERS_QUICK=1 HELPERS_DATA_SOURCE=offline HELPERS_PROGRESS=0 MPLBACKEND=Agg
 
-.PHONY: help env run test lint unit nbval bench offline-data notebooks clean
+.PHONY: help env run test lint unit nbval bench offline-data notebooks clean student grade
 
 help:
 	@echo "make run    - create the environment if missing, execute every notebook at full size"
 	@echo "make test   - create the environment if missing, run ruff, pytest and nbval (quick, offline)"
 	@echo "make bench  - run the benchmark scripts in bench/ (they print ratios)"
 	@echo "make notebooks - re-execute notebooks in quick mode and keep only the checked outputs"
+	@echo "make student - write the student edition (solutions stubbed, no outputs) to build/student/"
+	@echo "make grade NB=path/to/notebook.ipynb - run one notebook in quick mode and grade its exercises"
 
 env: $(STAMP)
 
@@ -66,6 +68,13 @@ bench: env
 
 notebooks: env offline-data
 	$(QUICK_ENV) $(BIN)/python scripts/refresh_notebooks.py $(NOTEBOOKS)
+
+student: env
+	$(BIN)/python scripts/exercises.py student build/student
+
+grade: env
+	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/notebook.ipynb"; exit 2; }
+	$(BIN)/python scripts/exercises.py grade "$(NB)"
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
