@@ -61,23 +61,27 @@ class Settings:
 
 def _parse_bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise SettingsError(f"{name}={raw!r} is not a boolean; use 1 or 0.")
+    if value not in _TRUE | _FALSE:
+        raise SettingsError(f"{name}={raw!r} is not a boolean; use 1 or 0.")
+    return value in _TRUE
 
 
 def _parse_seed(raw: str) -> int:
     try:
         seed = int(raw.strip())
     except ValueError:
-        raise SettingsError(
-            f"HELPERS_SEED={raw!r} is not an integer; use e.g. HELPERS_SEED=0."
-        ) from None
+        raise SettingsError(f"HELPERS_SEED={raw!r} is not an integer; use e.g. HELPERS_SEED=0.") from None
     if not 0 <= seed < 2**32:
         raise SettingsError(f"HELPERS_SEED={seed} is out of range; use 0 <= seed < 2**32.")
     return seed
+
+
+def _choice(env, name: str, choices: tuple[str, ...]) -> str:
+    """``env[name]`` lower-cased (default: the first choice); SettingsError listing the valid ones."""
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} is unknown; valid choices: {', '.join(choices)}.")
+    return value
 
 
 def parse_device(raw: str | None) -> torch.device:
@@ -121,38 +125,17 @@ def read_settings(environ: dict[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     quick = _parse_bool("HELPERS_QUICK", env.get("HELPERS_QUICK", "0"))
     default_figures = REPO_ROOT / ("build/quick-figures" if quick else "figures")
-    source = env.get("HELPERS_DATA_SOURCE", "auto").strip().lower() or "auto"
-    if source not in DATA_SOURCES:
-        raise SettingsError(
-            f"HELPERS_DATA_SOURCE={source!r} is unknown; valid choices: {', '.join(DATA_SOURCES)}."
-        )
-    mnist_dataset = env.get("HELPERS_MNIST_DATASET", "mnist").strip().lower() or "mnist"
-    if mnist_dataset not in MNIST_DATASETS:
-        raise SettingsError(
-            f"HELPERS_MNIST_DATASET={mnist_dataset!r} is unknown; "
-            f"valid choices: {', '.join(MNIST_DATASETS)}."
-        )
-    progress_raw = env.get("HELPERS_PROGRESS", "auto").strip().lower() or "auto"
-    progress = None if progress_raw == "auto" else _parse_progress(progress_raw)
+    progress = _choice(env, "HELPERS_PROGRESS", PROGRESS_CHOICES)
     return Settings(
         quick=quick,
         data_dir=_path(env, "HELPERS_DATA_DIR", REPO_ROOT / "data"),
         figures_dir=_path(env, "HELPERS_FIGURES_DIR", default_figures),
         device=parse_device(env.get("HELPERS_DEVICE")),
         seed=_parse_seed(env.get("HELPERS_SEED", "0")),
-        data_source=source,
-        mnist_dataset=mnist_dataset,
-        progress=progress,
+        data_source=_choice(env, "HELPERS_DATA_SOURCE", DATA_SOURCES),
+        mnist_dataset=_choice(env, "HELPERS_MNIST_DATASET", MNIST_DATASETS),
+        progress=None if progress == "auto" else progress == "1",
     )
-
-
-def _parse_progress(raw: str) -> bool:
-    try:
-        return _parse_bool("HELPERS_PROGRESS", raw)
-    except SettingsError:
-        raise SettingsError(
-            f"HELPERS_PROGRESS={raw!r} is unknown; valid choices: {', '.join(PROGRESS_CHOICES)}."
-        ) from None
 
 
 def show_progress(progress: bool | None = None) -> bool:
