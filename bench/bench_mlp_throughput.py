@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from helpers.config import seed_everything
 from helpers.data import load_cifar2
 from helpers.models import CIFAR2MLP
-from helpers.optim import ManualSGD
+from helpers.notebook import load_defs
 from helpers.train import train
 
 SIZES = (3072, 512, 128, 32, 2)
@@ -99,7 +99,7 @@ def time_epoch(splits, batch_size: int, optimizer_name: str, clock=time.perf_cou
     """Seconds of one ``train`` epoch (train pass + validation pass) from a fresh model."""
     seed_everything(0)
     model = CIFAR2MLP()
-    make = torch.optim.SGD if optimizer_name == "torch" else ManualSGD
+    make = torch.optim.SGD if optimizer_name == "torch" else load_defs("03_cifar2_mlp_sgd").ManualSGD
     optimizer = make(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
     start = clock()
     train(model, splits, optimizer, epochs=1, batch_size=batch_size, seed=0,

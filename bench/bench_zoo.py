@@ -1,140 +1,84 @@
-"""Benchmark the CPU choices of notebook 06 (MNIST model zoo); prints measured ratios.
+"""Notebook 06's nine models through the runner: serial at 1 thread against 2 workers x 1 thread.
 
-Each comparison times one training epoch (forward, backward, SGD step over in-memory
-batches, exactly what ``helpers.train.train`` does per batch) on a slice of real
-Fashion-MNIST, for both sides in the same run, interleaved and repeated; it reports
-the median seconds per 10,000 images and the ratio. Compared:
+    .venv/bin/python bench/bench_zoo.py                # the notebook's configuration (full size)
+    .venv/bin/python bench/bench_zoo.py --epochs 1     # a shorter check
 
-1. intra-op threads: 1 vs 2, and 2 with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of
-   spinning while they wait; the variable must be set before the process starts, so that case
-   runs in a child process), for the MLP and LeNet-5 with batchnorm, batch 128;
-2. memory format: ``channels_last`` vs the default contiguous NCHW (LeNet-5), 1 thread, batch 128;
-3. batch size: 128 / 256 / 512 (MLP and LeNet-5), 1 thread, relative to 128.
-
-Notebook 06 uses: 1 thread (``THREADS``), batch 128 for all nine, contiguous NCHW.
-
-Timings are noisy on a shared machine; the ratios of interleaved runs are what counts.
-Usage: ``python bench/bench_zoo.py [--n-train 6000] [--repeats 3]``.
+The nine configurations are the notebook's own (its ``ZOO_CONFIGS`` if it defines them, else built
+from its ``CONFIG`` with ``helpers.sweep.zoo_configs``), read with a defs-only import. The data is
+whatever ``helpers.data.load_dataset`` gives here (real MNIST, or a stand-in: the source is printed).
+Both runs happen in this process, each into a fresh results folder; the script prints the serial
+time, the parallel time (worker start included), their ratio, and whether every trained parameter
+is equal (``torch.equal``) between the two.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers.data import batches, load_fashion_mnist
-from helpers.models import make_model
+import torch  # noqa: E402
 
-
-def epoch_seconds(kind: str, variant: str, split, batch_size: int, channels_last: bool = False,
-                  threads: int = 1) -> float:
-    """Wall time of one training epoch over ``split`` for a fresh model (after one warm-up batch)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        torch.manual_seed(0)
-        model = make_model(kind, variant)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last:
-            model = model.to(memory_format=fmt)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        model.train()
-
-        def step(x, y):
-            opt.zero_grad()
-            F.cross_entropy(model(x.contiguous(memory_format=fmt)), y).backward()
-            opt.step()
-
-        step(split.x[:batch_size], split.y[:batch_size])  # warm-up (allocations, kernel choice)
-        start = time.perf_counter()
-        for x, y in batches(split, batch_size, shuffle=True, seed=1):
-            step(x, y)
-        return time.perf_counter() - start
-    finally:
-        torch.set_num_threads(previous)
+from helpers.data import load_dataset  # noqa: E402
+from helpers.notebook import load_defs  # noqa: E402
+from helpers.sweep import sweep, zoo_configs  # noqa: E402
 
 
-def epoch_seconds_in_child(env: dict[str, str], n_train: int, **case) -> float:
-    """``epoch_seconds`` in a fresh interpreter with extra environment variables ``env``."""
-    argv = [sys.executable, __file__, "--child", "--n-train", str(n_train),
-            *[f"{k}={v}" for k, v in case.items()]]
-    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+def notebook_configs() -> tuple[str, list[dict]]:
+    """(dataset, the nine configurations) as notebook 06 defines them."""
+    nb = load_defs("06_mnist_model_zoo")
+    config = nb.CONFIG
+    if hasattr(nb, "ZOO_CONFIGS"):
+        return config.get("dataset", "mnist"), list(nb.ZOO_CONFIGS)
+    return config.get("dataset", "mnist"), zoo_configs(
+        config["epochs"], config["peak_lr"], batch_size=config["batch_size"], momentum=config["momentum"],
+        nesterov=config["nesterov"], weight_decay=config["weight_decay"], schedule="onecycle")
 
 
-def _run_case(split, case: dict) -> float:
-    case = dict(case)
-    env = case.pop("env", None)
-    if env is None:
-        return epoch_seconds(split=split, **case)
-    return epoch_seconds_in_child(env, len(split), **case)
+def timed(configs, splits, folder: str, workers: int) -> tuple[float, list[dict]]:
+    start = time.perf_counter()
+    records = sweep(configs, splits, name="zoo", results_dir=folder, workers=workers, threads_per_worker=1,
+                    progress=None)
+    return time.perf_counter() - start, records
 
 
-def compare(title: str, cases: dict[str, dict], split, repeats: int, baseline: str) -> None:
-    """Time every case ``repeats`` times, interleaved; print median s/10k images and ratio to baseline."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, kwargs in cases.items():
-            times[name].append(_run_case(split, kwargs))
-    per_10k = {name: statistics.median(t) * 10_000 / len(split) for name, t in times.items()}
-    print(f"\n{title}")
-    for name, sec in per_10k.items():
-        ratio = sec / per_10k[baseline]
-        print(f"  {name:28s} {sec:7.2f} s / 10k images   x{ratio:.2f} of {baseline}")
-
-
-def training_slice(n_train: int):
-    """The first ``n_train`` images of real Fashion-MNIST's training split (normalised)."""
-    splits = load_fashion_mnist(quick=False, source="offline")
-    n = min(n_train, len(splits.train))
-    split = type(splits.train)(splits.train.x[:n].clone(), splits.train.y[:n].clone(),
-                               splits.train.classes, "train")
-    return splits.source, split
-
-
-def child(n_train: int, assignments: list[str]) -> None:
-    """Print the seconds of one epoch for the case given as ``key=value`` words (child process)."""
-    case = dict(a.split("=", 1) for a in assignments)
-    kwargs = {"kind": case["kind"], "variant": case["variant"], "batch_size": int(case["batch_size"]),
-              "threads": int(case.get("threads", 1)), "channels_last": case.get("channels_last") == "True"}
-    print(epoch_seconds(split=training_slice(n_train)[1], **kwargs))
+def same_weights(folder_a: str, folder_b: str, records_a, records_b) -> bool:
+    for a, b in zip(records_a, records_b):
+        wa = torch.load(Path(folder_a) / "zoo-checkpoints" / a["checkpoint"], weights_only=True)
+        wb = torch.load(Path(folder_b) / "zoo-checkpoints" / b["checkpoint"], weights_only=True)
+        if wa.keys() != wb.keys() or not all(torch.equal(wa[k], wb[k]) for k in wa):
+            return False
+    return True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=6000, help="training images per timed epoch")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("case", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=None, help="override the notebook's epochs")
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    if args.child:
-        return child(args.n_train, args.case)
-    source, split = training_slice(args.n_train)
-    print(f"data: {source}, {len(split)} training images per timed epoch; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads by default; median of {args.repeats} interleaved repeats")
-
-    for kind in ("mlp", "lenet"):
-        base = dict(kind=kind, variant="batchnorm", batch_size=128)
-        compare(f"{kind} (batchnorm), batch 128: intra-op threads",
-                {"1 thread": dict(base, threads=1), "2 threads": dict(base, threads=2),
-                 "2 threads, OMP passive": dict(base, threads=2, env={"OMP_WAIT_POLICY": "PASSIVE"})},
-                split, args.repeats, baseline="2 threads")
-    for variant in ("plain", "batchnorm"):
-        compare(f"LeNet-5 ({variant}), batch 128, 1 thread: memory format",
-                {"contiguous (NCHW)": dict(kind="lenet", variant=variant, batch_size=128),
-                 "channels_last": dict(kind="lenet", variant=variant, batch_size=128, channels_last=True)},
-                split, args.repeats, baseline="contiguous (NCHW)")
-    for kind in ("mlp", "lenet"):
-        compare(f"{kind} (plain), 1 thread: batch size",
-                {f"batch {b}": dict(kind=kind, variant="plain", batch_size=b) for b in (128, 256, 512)},
-                split, args.repeats, baseline="batch 128")
+    dataset, configs = notebook_configs()
+    if args.epochs:
+        configs = [{**c, "epochs": args.epochs} for c in configs]
+    splits = load_dataset(dataset)
+    print(f"data: {splits.source} (train={len(splits.train)}, val={len(splits.val)})")
+    print(f"{len(configs)} models, {configs[0]['epochs']} epochs each; {os.cpu_count()} CPUs visible, "
+          f"affinity {len(os.sched_getaffinity(0))}; load average before {os.getloadavg()}")
+    with tempfile.TemporaryDirectory() as serial_dir, tempfile.TemporaryDirectory() as parallel_dir:
+        t_serial, serial = timed(configs, splits, serial_dir, workers=1)
+        print(f"serial, 1 process x 1 thread: {t_serial:7.1f} s", flush=True)
+        t_parallel, parallel = timed(configs, splits, parallel_dir, workers=args.workers)
+        print(f"parallel, {args.workers} workers x 1 thread: {t_parallel:7.1f} s", flush=True)
+        equal = same_weights(serial_dir, parallel_dir, serial, parallel)
+    print(f"load average after {os.getloadavg()}")
+    for r in serial:
+        print(f"  {r['label']:<58} {r['seconds']:6.1f} s  val_acc {r['final']['val_acc']:.4f}")
+    print(f"speed-up parallel vs serial: {t_serial / t_parallel:.2f}x")
+    print(f"every parameter equal (torch.equal) in both runs: {equal}")
 
 
 if __name__ == "__main__":

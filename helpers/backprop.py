@@ -5,19 +5,13 @@ Three sections:
 * **Gradient checks** (used by every notebook that writes a gradient by hand):
   ``numerical_gradient`` (central finite differences, NumPy or torch),
   ``rel_error``, ``autograd_gradients`` and ``check_gradients`` (a PASS/FAIL verdict).
-* **Matrix chain** (notebook 01): ``y = A x, u = σ(y), v = B x, z = u ⊙ v, w = C z,
-  ℓ = ‖w‖²``, with ``L`` the mean of ``ℓ`` over a batch; loss, gradients and
-  gradient descent.
-* **MLP backprop** (notebook 02): ``backpropagation(model, y_true, y_pred)`` for
-  :class:`helpers.models.MyNet`, the four equations BP1–BP4.
-
-Batches are matrices with one sample per row, so ``y = A x`` for every row of
-``X`` (N x K) reads ``Y = X Aᵀ``.
+* **Graders of notebooks 01 and 02**: the matrix chain (loss, gradients, central differences)
+  and ``backpropagation`` for :class:`helpers.models.MyNet`, each against autograd, finite
+  differences and a pinned hand-computed case. The taught code itself lives in the notebooks.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -197,313 +191,410 @@ class Exercise:
 
 
 # --------------------------------------------------------------------------------------
-# Matrix chain (notebook 01)
+# Matrix chain (notebook 01): graders; the reference loss runs one sample at a time
 # --------------------------------------------------------------------------------------
-def _check_chain_shapes(X: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> None:
-    if X.dim() != 2 or X.shape[0] < 1:
-        raise ValueError(f"X must be N x K with N >= 1 (one sample per row), got shape {tuple(X.shape)}.")
-    K = X.shape[1]
-    for name, M in (("A", A), ("B", B), ("C", C)):
-        if tuple(M.shape) != (K, K):
-            raise ValueError(
-                f"{name} must be K x K = {K} x {K} to match X of shape {tuple(X.shape)}, "
-                f"got {name} of shape {tuple(M.shape)}."
-            )
+def _chain_loss(X, A, B, C):
+    return sum(((C @ (torch.sigmoid(A @ x) * (B @ x))) ** 2).sum() for x in X) / X.shape[0]
 
 
-def matrix_chain_forward(X, A, B, C) -> dict[str, torch.Tensor]:
-    """Every intermediate of the chain for a batch ``X`` (N x K); each entry is N x K.
-
-    Row-wise: ``Y = X Aᵀ, U = σ(Y), V = X Bᵀ, Z = U ⊙ V, W = Z Cᵀ``.
-    """
-    _check_chain_shapes(X, A, B, C)
-    Y = X @ A.T
-    U = torch.sigmoid(Y)
-    V = X @ B.T
-    Z = U * V
-    W = Z @ C.T
-    return {"Y": Y, "U": U, "V": V, "Z": Z, "W": W}
+def _chain_problems():
+    """``(label, X, A, B, C)``, float64, N != K: standard inputs, then 5*randn+12 with a second seed."""
+    for seed, N, K, scale, shift in ((0, 5, 3, 1, 0), (1, 7, 4, 5, 12)):
+        gen = torch.Generator().manual_seed(seed)
+        X = scale * torch.randn(N, K, generator=gen, dtype=torch.float64) + shift
+        yield (f"N={N}, K={K}, X={scale}*randn+{shift}", X,
+               *(torch.randn(K, K, generator=gen, dtype=torch.float64) / K**0.5 for _ in range(3)))
 
 
-def matrix_chain_loss(X, A, B, C) -> torch.Tensor:
-    """``L = (1/N) Σ_n ‖w_n‖²`` (a 0-dim tensor) for X N x K and A, B, C K x K."""
-    W = matrix_chain_forward(X, A, B, C)["W"]
-    return (W * W).sum() / X.shape[0]
+PINNED_CHAIN = [torch.tensor(v, dtype=torch.float64) for v in ([[1.0], [2.0]], [[0.0]], [[1.0]], [[2.0]])]
 
 
-def matrix_chain_grads(X, A, B, C) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dL/dA, dL/dB, dL/dC)``, each K x K, by the chain rule backwards through the chain.
-
-    One line per Jacobian of notebook 01 (rows of every N x K matrix are samples):
-    ``∂L/∂W = 2W/N``, ``∂L/∂C = (∂L/∂W)ᵀ Z``, ``∂L/∂Z = (∂L/∂W) C``,
-    ``∂L/∂U = ∂L/∂Z ⊙ V``, ``∂L/∂V = ∂L/∂Z ⊙ U``, ``∂L/∂Y = ∂L/∂U ⊙ U ⊙ (1 - U)``,
-    ``∂L/∂A = (∂L/∂Y)ᵀ X``, ``∂L/∂B = (∂L/∂V)ᵀ X``.
-    """
-    f = matrix_chain_forward(X, A, B, C)
-    N = X.shape[0]
-    dW = 2.0 * f["W"] / N  # ℓ = ‖w‖²  ->  ∂ℓ/∂w = 2w; the mean brings 1/N
-    dC = dW.T @ f["Z"]  # w = C z  ->  ∂L/∂C = Σ_n (∂L/∂w_n) z_nᵀ
-    dZ = dW @ C  # ∂L/∂z = Cᵀ ∂L/∂w, one row per sample
-    dU = dZ * f["V"]  # z = u ⊙ v  ->  diagonal Jacobians diag(v), diag(u)
-    dV = dZ * f["U"]
-    dY = dU * f["U"] * (1.0 - f["U"])  # σ'(y) = σ(y)(1 - σ(y)), diagonal Jacobian
-    dA = dY.T @ X  # y = A x  ->  ∂L/∂A = Σ_n (∂L/∂y_n) x_nᵀ
-    dB = dV.T @ X  # v = B x  ->  ∂L/∂B = Σ_n (∂L/∂v_n) x_nᵀ
-    return dA, dB, dC
+def _compare_each(ex: Exercise, names, got, reference, tol: float, where: str) -> None:
+    for name, g, r in zip(names, got, reference):
+        err = rel_error(g, r)
+        ex.check(f"{name} {where}", err <= tol, f"rel. error {err:.1e}, tolerance {tol:.0e}")
 
 
-def random_chain(K: int, N: int = 8, seed: int = 0, dtype=torch.float64):
-    """A reproducible problem ``(X, A, B, C)``: X N x K standard normal, A, B, C K x K scaled by 1/√K."""
-    if K < 1 or N < 1:
-        raise ValueError(f"need K >= 1 and N >= 1, got K={K}, N={N}.")
-    gen = torch.Generator().manual_seed(seed)
-    X = torch.randn(N, K, generator=gen, dtype=dtype)
-    A, B, C = (torch.randn(K, K, generator=gen, dtype=dtype) / K**0.5 for _ in range(3))
-    return X, A, B, C
+def grade_matrix_chain_loss(fn: Callable) -> None:
+    """``matrix_chain_loss(X, A, B, C)``: a 0-dim tensor equal to the per-sample definition; a pinned case."""
+    with Exercise("01-matrix-chain-loss-check") as ex:
+        ex.signature(fn, ["X", "A", "B", "C"])
+        for label, X, A, B, C in _chain_problems():
+            if ex.shape(f"loss ({label})", L := ex.call(f"loss ({label})", fn, X, A, B, C), ()):
+                _compare_each(ex, ["loss"], [L], [_chain_loss(X, A, B, C)], AUTOGRAD_TOL, f"vs per-sample sum ({label})")
+        _compare_each(ex, ["loss"], [ex.call("pinned case", fn, *PINNED_CHAIN)], [2.5], 1e-15, "pinned X=[[1],[2]], A=0, B=1, C=2")
 
 
-def check_matrix_chain(K: int, seed: int = 0, N: int = 8) -> tuple[GradCheck, GradCheck]:
-    """Manual ``(dA, dB, dC)`` vs autograd (≤ 1e-10) and vs finite differences (≤ 1e-6), float64."""
-    X, A, B, C = random_chain(K, N=N, seed=seed)
-    manual = matrix_chain_grads(X, A, B, C)
-    weights_only = lambda A_, B_, C_: matrix_chain_loss(X, A_, B_, C_)  # noqa: E731
-    auto = autograd_gradients(weights_only, A, B, C)
-    numeric = finite_difference_gradients(weights_only, A, B, C)
-    where = f"K={K}, seed={seed}"
-    return (check_gradients(manual, auto, AUTOGRAD_TOL, f"manual vs autograd ({where})"),
-            check_gradients(manual, numeric, FINITE_DIFF_TOL, f"manual vs finite differences ({where})"))
+def grade_matrix_chain_grads(fn: Callable) -> None:
+    """``matrix_chain_grads``: shapes, then dA, dB, dC each vs autograd and finite differences; a pinned case."""
+    with Exercise("01-matrix-chain-grads-check") as ex:
+        ex.signature(fn, ["X", "A", "B", "C"])
+        for i, (label, X, A, B, C) in enumerate(_chain_problems()):
+            got = ex.call(f"matrix_chain_grads ({label})", fn, X, A, B, C)
+            if got is None or not all([ex.shape(f"d{n}", g, M.shape) for n, g, M in zip("ABC", [*got, None, None], (A, B, C))]):
+                continue
+            loss = lambda *M, X=X: _chain_loss(X, *M)  # noqa: E731 - the grader's loss, never the student's
+            _compare_each(ex, ["dA", "dB", "dC"], got, autograd_gradients(loss, A, B, C), AUTOGRAD_TOL, f"vs autograd ({label})")
+            if i == 0:
+                fd = finite_difference_gradients(loss, A, B, C)
+                _compare_each(ex, ["dA", "dB", "dC"], got, fd, FINITE_DIFF_TOL, f"vs finite differences ({label})")
+        got = ex.call("pinned case", fn, *PINNED_CHAIN) or [None] * 3
+        _compare_each(ex, ["dA", "dB", "dC"], got, [4.5, 5.0, 2.5], 1e-15, "pinned X=[[1],[2]], A=0, B=1, C=2 (4.5, 5, 2.5)")
 
 
-GRADIENT_SOURCES = ("manual", "autograd")
+def grade_central_difference(fn: Callable) -> None:
+    """``central_difference(f, x, h)``: exact on a quadratic (a one-sided difference is not), O(h²) on sin."""
+    with Exercise("01-central-difference-check") as ex:
+        ex.signature(fn, ["f", "x", "h"])
+        x = torch.tensor([[0.3, -1.2, 2.0], [0.5, 0.0, -0.7]], dtype=torch.float64)
+        c, x_before = torch.arange(1.0, 7.0, dtype=torch.float64).view(2, 3), x.clone()
+        for name, f, exact, h in (("Σ c x²", lambda t: (c * t**2).sum(), 2 * c * x, 1e-3),
+                                  ("Σ sin x", lambda t: torch.sin(t).sum(), torch.cos(x), 1e-5)):
+            if ex.shape(f"gradient of {name}", got := ex.call(f"gradient of {name}", fn, f, x, h), x.shape):
+                _compare_each(ex, [f"gradient of {name}"], [got], [exact], 1e-9, f"vs exact derivative, h={h:g}")
+        ex.check("x unchanged after the calls", torch.equal(x, x_before), "restore each perturbed element")
 
 
-def matrix_chain_descent(X, A, B, C, lr: float, epochs: int, gradients: str = "manual"):
-    """Full-batch gradient descent on A, B, C; returns ``(losses, (A, B, C))``.
+def grade_dropped_mean(fn: Callable) -> None:
+    """``rel_error_without_mean(N)``: the rel. error of N·g against g, as measured here on a random g."""
+    with Exercise("01-dropped-mean-check") as ex:
+        g, Ns = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), (1, 2, 6, 100)
+        _compare_each(ex, [f"N={N}" for N in Ns], [ex.call(f"N={N}", fn, N) for N in Ns],
+                 [rel_error(N * g, g) for N in Ns], 1e-12, "vs measured rel. error")
 
-    ``losses[0]`` is the loss at the start and ``losses[t]`` after ``t`` steps
-    (``epochs + 1`` values). ``gradients`` is ``"manual"`` (:func:`matrix_chain_grads`)
-    or ``"autograd"``. The inputs are not modified.
-    """
-    if gradients not in GRADIENT_SOURCES:
-        raise ValueError(f"gradients={gradients!r}; valid choices: {', '.join(GRADIENT_SOURCES)}.")
-    if epochs < 0 or not lr > 0:
-        raise ValueError(f"need epochs >= 0 and lr > 0, got epochs={epochs}, lr={lr}.")
-    A, B, C = (M.detach().clone() for M in (A, B, C))
-    weights_only = lambda A_, B_, C_: matrix_chain_loss(X, A_, B_, C_)  # noqa: E731
-    losses = [float(matrix_chain_loss(X, A, B, C))]
-    for _ in range(epochs):
-        if gradients == "manual":
-            grads = matrix_chain_grads(X, A, B, C)
-        else:
-            grads = autograd_gradients(weights_only, A, B, C)
-        for M, dM in zip((A, B, C), grads):
-            M.sub_(lr * dM)
-        losses.append(float(matrix_chain_loss(X, A, B, C)))
-    return losses, (A, B, C)
 
+def grade_derivative_errors(fn: Callable) -> None:
+    """``derivative_errors(f, df, x, hs)`` on f = exp·sin at 0.7: autograd exact to 4 ulp, FD errors as measured."""
+    with Exercise("01-derivative-errors-check") as ex:
+        f, df = (lambda t: torch.exp(t) * torch.sin(t)), (lambda t: torch.exp(t) * (torch.sin(t) + torch.cos(t)))
+        x, hs = torch.tensor(0.7, dtype=torch.float64), [0.1, 0.01, 0.001]  # truncation dominates at these h
+        auto, fd = ex.call("derivative_errors", fn, f, df, x, hs) or (np.nan, [np.nan] * 3)
+        ex.check("autograd error <= 4 ulp", 0 <= auto <= 4 * np.spacing(float(df(x))), f"got {auto}")
+        want = [abs(float((f(x + h) - f(x - h)) / (2 * h) - df(x))) for h in hs]
+        _compare_each(ex, [f"FD error at h={h:g}" for h in hs], fd, want, 1e-3, "vs measured")
 
 
 # --------------------------------------------------------------------------------------
-# MLP backprop (notebook 02)
+# MLP backprop (notebook 02): graders against autograd and finite differences, float64
 # --------------------------------------------------------------------------------------
-# Nielsen's four equations, with one sample per row (Δ_l is N x n_l, row n = δ_l of sample n):
-#   BP1  δ_L = ∇_a C ⊙ f'(z_L)                 here ∇_a C = 2 (ŷ - y) for C = Σ (ŷ - y)²
-#   BP2  δ_l = (W_{l+1}ᵀ δ_{l+1}) ⊙ f'(z_l)    batched: Δ_l = (Δ_{l+1} W_{l+1}) ⊙ f'(Z_l)
-#   BP3  ∂C/∂b_l = δ_l                          batched: sum of the rows of Δ_l
-#   BP4  ∂C/∂W_l = δ_l a_{l-1}ᵀ                 batched: Δ_lᵀ A_{l-1}
-def _one(like: torch.Tensor) -> torch.Tensor:
-    return torch.ones((), dtype=like.dtype, device=like.device)
+def _mynet(sizes, activations, seed: int):
+    from helpers.models import MyNet
+
+    torch.manual_seed(seed)
+    return MyNet(sizes, activations, dtype=torch.float64)
 
 
-def _times_activation_derivative_(delta: torch.Tensor, name: str, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """``delta ⊙ f'(z)`` in place, with ``f'`` written from the stored ``z`` or ``a = f(z)``.
-
-    relu'(z) = 1 if z > 0 else 0 (so relu'(0) = 0, as in torch.autograd), which is
-    sign(a) because a = max(z, 0) >= 0; tanh'(z) = 1 - a²; sigmoid'(z) = a (1 - a);
-    identity'(z) = 1.
-    """
-    if name == "relu":  # sign(a): a vectorised 0/1 mask (a masked_fill on z <= 0 is ~30x slower on CPU)
-        return delta.mul_(torch.sign(a))
-    if name == "tanh":  # 1 - a², in one pass: addcmul(1, a, a, value=-1)
-        return delta.mul_(torch.addcmul(_one(a), a, a, value=-1.0))
-    if name == "sigmoid":  # a - a², in one pass
-        return delta.mul_(torch.addcmul(a, a, a, value=-1.0))
-    if name == "identity":
-        return delta
-    raise ValueError(f"unknown activation {name!r}; valid choices: relu, tanh, sigmoid, identity.")
-
-
-def _write_grad(param: torch.Tensor, compute, *args) -> None:
-    """``param.grad = compute(*args)``, reusing an existing ``.grad`` buffer as ``out=``."""
-    grad = param.grad
-    if grad is not None and grad.shape == param.shape and grad.dtype == param.dtype and grad.is_contiguous():
-        compute(*args, out=grad)
-    else:
-        param.grad = compute(*args)
-
-
-def _check_backprop_inputs(model, y_true: torch.Tensor, y_pred: torch.Tensor) -> None:
-    if not getattr(model, "a", None) or len(model.a) != len(model.layers) + 1:
-        raise ValueError("backpropagation needs the activations of a forward pass: call y_pred = model(x) first.")
-    out_shape = tuple(model.a[-1].shape)
-    if tuple(y_pred.shape) != out_shape or tuple(y_true.shape) != out_shape:
-        raise ValueError(
-            f"y_true and y_pred must have the shape of the last forward output {out_shape}, "
-            f"got y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)}."
-        )
-
-
-@torch.no_grad()
-def backpropagation(model, y_true: torch.Tensor, y_pred: torch.Tensor) -> None:
-    """Write ``∂L/∂W_l`` and ``∂L/∂b_l`` into ``.grad`` of every layer of ``model``, by hand.
-
-    ``L = ((y_pred - y_true) ** 2).sum()`` (summed over batch and outputs). ``model`` is a
-    :class:`helpers.models.MyNet` after ``y_pred = model(x)``: its ``layers``,
-    ``activations`` and the stored ``z`` (pre-activations) and ``a`` (activations,
-    ``a[0] = x``) of that call are all backprop needs. ``y_true``, ``y_pred``: N x n_out.
-    Existing ``.grad`` values are overwritten, not accumulated (unlike ``loss.backward()``).
-    """
-    _check_backprop_inputs(model, y_true, y_pred)
-    layers, names, z, a = model.layers, model.activations, model.z, model.a
-    L = len(layers)
-    # BP1: output error δ_L = ∂C/∂a_L ⊙ f_L'(z_L), with ∂C/∂a_L = 2 (ŷ - y).
-    delta = torch.sub(y_pred, y_true).mul_(2.0)
-    _times_activation_derivative_(delta, names[L - 1], z[L - 1], a[L])
-    for l in range(L - 1, -1, -1):  # 0-based: layers[l] maps a[l] -> z[l], a[l + 1]
-        layer = layers[l]
-        # BP4: ∂C/∂W = Δᵀ A_prev (sums the per-sample outer products δ a_prevᵀ).
-        _write_grad(layer.weight, torch.mm, delta.t(), a[l])
-        # BP3: ∂C/∂b = δ, summed over the batch.
-        if layer.bias is not None:
-            _write_grad(layer.bias, torch.sum, delta, 0)
-        if l > 0:
-            # BP2: error of the previous layer, δ_prev = (Wᵀ δ) ⊙ f'(z_prev); batched Δ W.
-            delta = torch.mm(delta, layer.weight)
-            _times_activation_derivative_(delta, names[l - 1], z[l - 1], a[l])
-
-
-def sum_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
-    """``L = Σ (ŷ - y)²`` over batch and outputs: the loss of notebook 02 (0-dim tensor)."""
-    return ((y_pred - y_true) ** 2).sum()
-
-
-def autograd_backward(model, x: torch.Tensor, y_true: torch.Tensor) -> None:
-    """The reference: ``.grad`` of every parameter of ``model`` from ``loss.backward()``, same loss."""
-    model.zero_grad(set_to_none=True)
-    y_pred = model(x)
-    sum_squared_error(y_pred, y_true).backward()
-
-
-def manual_backward(model, x: torch.Tensor, y_true: torch.Tensor) -> None:
-    """Forward (storing z, a) and :func:`backpropagation`: the same ``.grad`` without autograd."""
+def _run_backprop(ex: Exercise, fn: Callable, model, x, y, where: str, clear: bool = True):
+    """No-grad forward, then the student's ``fn``: the list of ``.grad`` if each has its parameter's shape."""
+    if clear:
+        model.zero_grad(set_to_none=True)
     with torch.no_grad():
         y_pred = model(x)
-    backpropagation(model, y_true, y_pred)
+    if ex.call(f"backpropagation ({where})", lambda: (fn(model, y, y_pred), True)[1]) is None:
+        return None
+    bad = [f"{n}.grad is {None if p.grad is None else tuple(p.grad.shape)}, expected {tuple(p.shape)}"
+           for n, p in model.named_parameters() if p.grad is None or p.grad.shape != p.shape]
+    ok = ex.check(f"every .grad has its parameter's shape ({where})", not bad, "; ".join(bad))
+    return [p.grad.detach().clone() for p in model.parameters()] if ok else None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _autograd_grads(model, x, y):
+    return list(torch.autograd.grad(((model(x) - y) ** 2).sum(), list(model.parameters())))
 
 
-def time_backprop(model, batch_size: int, repeats: int = 21, warmup: int = 3, seed: int = 0) -> dict[str, float]:
-    """Median seconds of one backward pass, manual vs ``loss.backward()``, measured interleaved.
-
-    For each repeat a fresh forward pass is run untimed (with the autograd graph for
-    autograd, without it for manual), then only the backward part is timed:
-    ``backpropagation(...)`` vs ``sum_squared_error(y_pred, y).backward()``.
-    The order of the two alternates between repeats. Also times the whole step
-    (forward + backward). Returns medians ``manual_s, autograd_s, ratio`` (manual /
-    autograd, backward only) and ``manual_step_s, autograd_step_s, step_ratio``.
-    """
-    if batch_size < 1 or repeats < 1:
-        raise ValueError(f"need batch_size >= 1 and repeats >= 1, got {batch_size} and {repeats}.")
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, model.sizes[0], generator=gen, dtype=dtype).to(device)
-    y = torch.randn(batch_size, model.sizes[-1], generator=gen, dtype=dtype).to(device)
-
-    def run_manual() -> tuple[float, float]:
-        _sync(device)
-        t0 = time.perf_counter()
+def grade_backpropagation(fn: Callable) -> None:
+    """``backpropagation(model, y_true, y_pred)``: each ``.grad`` vs autograd and finite differences; the worked example."""
+    with Exercise("02-backpropagation-check") as ex:
+        ex.signature(fn, ["model", "y_true", "y_pred"])
+        for seed, scale, shift in ((0, 1, 0), (1, 5, 12)):
+            model = _mynet([4, 6, 5, 5, 3], ["relu", "tanh", "sigmoid", "identity"], seed)
+            x, y = scale * torch.randn(7, 4, dtype=torch.float64) + shift, torch.randn(7, 3, dtype=torch.float64)
+            names, where = [f"{n}.grad" for n, _ in model.named_parameters()], f"N=7, x={scale}*randn+{shift}"
+            if (got := _run_backprop(ex, fn, model, x, y, where)) is None:
+                continue
+            _compare_each(ex, names, got, _autograd_grads(model, x, y), AUTOGRAD_TOL, f"vs autograd ({where})")
+            if seed == 0:
+                with torch.no_grad():
+                    sse = lambda _, m=model, x=x, y=y: ((m(x) - y) ** 2).sum()  # noqa: E731
+                    fd = [numerical_gradient(sse, p.data, 1e-6) for p in model.parameters()]
+                _compare_each(ex, names, got, fd, FINITE_DIFF_TOL, f"vs finite differences ({where})")
+                again = _run_backprop(ex, fn, model, x, y, "called twice", clear=False)
+                ex.check("a second call overwrites .grad (no adding)", again is not None and all(map(torch.equal, again, got)))
+        tiny = _mynet([2, 2, 1], ["relu", "identity"], 0)
         with torch.no_grad():
-            y_pred = model(x)
-        _sync(device)
-        t1 = time.perf_counter()
-        backpropagation(model, y, y_pred)
-        _sync(device)
-        t2 = time.perf_counter()
-        return t2 - t1, t2 - t0
-
-    def run_autograd() -> tuple[float, float]:
-        model.zero_grad(set_to_none=True)
-        _sync(device)
-        t0 = time.perf_counter()
-        y_pred = model(x)
-        _sync(device)
-        t1 = time.perf_counter()
-        sum_squared_error(y_pred, y).backward()
-        _sync(device)
-        t2 = time.perf_counter()
-        return t2 - t1, t2 - t0
-
-    for _ in range(warmup):
-        run_manual()
-        run_autograd()
-    manual, auto = [], []
-    for rep in range(repeats):
-        if rep % 2 == 0:
-            manual.append(run_manual())
-            auto.append(run_autograd())
-        else:
-            auto.append(run_autograd())
-            manual.append(run_manual())
-    m_back, m_step = (float(np.median(v)) for v in zip(*manual))
-    a_back, a_step = (float(np.median(v)) for v in zip(*auto))
-    return {"batch_size": batch_size, "manual_s": m_back, "autograd_s": a_back, "ratio": m_back / a_back,
-            "manual_step_s": m_step, "autograd_step_s": a_step, "step_ratio": m_step / a_step}
+            for p, v in zip(tiny.parameters(), ([[0.5, -1.0], [1.5, 0.25]], [0.1, -0.2], [[1.0, -2.0]], [0.3])):
+                p.copy_(torch.tensor(v, dtype=torch.float64))
+        got = _run_backprop(ex, fn, tiny, torch.tensor([[1.0, 2.0]], dtype=torch.float64), torch.tensor([[0.5]], dtype=torch.float64), "worked example")
+        want = [torch.tensor(w, dtype=torch.float64) for w in ([[0, 0], [15.2, 30.4]], [0, 15.2], [[0, -13.68]], [-7.6])]
+        _compare_each(ex, [f"{n}.grad" for n, _ in tiny.named_parameters()], got or [None] * 4, want, 1e-12, "worked example")
 
 
-def numerical_parameter_gradients(model, x: torch.Tensor, y_true: torch.Tensor, h: float = 1e-6) -> list:
-    """Central finite differences of ``sum_squared_error(model(x), y_true)`` for each parameter, in order.
+def grade_transposed_gradient(fn: Callable) -> None:
+    """"Break it": ``fn`` transposes each square weight gradient; grade_backpropagation must fail on those alone."""
+    import contextlib
+    import io
 
-    Perturbs each parameter's data in place and restores it; use float64 and small models.
-    """
-    def loss(_) -> float:
-        with torch.no_grad():
-            return float(sum_squared_error(model(x), y_true))
-
-    return [numerical_gradient(loss, p.data, h) for p in model.parameters()]
-
-
-def autograd_tolerance(dtype: torch.dtype) -> float:
-    """Manual vs autograd tolerance: 1e-10 in float64, 1e-4 in float32."""
-    if dtype == torch.float64:
-        return AUTOGRAD_TOL
-    if dtype == torch.float32:
-        return 1e-4
-    raise ValueError(f"gradient checks run in float64 or float32, got {dtype}.")
+    with contextlib.redirect_stdout(io.StringIO()) as report, contextlib.suppress(AssertionError):
+        grade_backpropagation(fn)
+    fails = {ln[6:].split(" (")[0].split(":")[0] for ln in report.getvalue().splitlines() if ln.startswith("FAIL")}
+    want = {"layers.2.weight.grad vs autograd", "layers.2.weight.grad vs finite differences",
+            "layers.0.weight.grad worked example"}  # the square layers: 5 x 5 in [4, 6, 5, 5, 3], 2 x 2 in [2, 2, 1]
+    with Exercise("02-transposed-gradient-check") as ex:
+        ex.check("grade_backpropagation fails exactly on the square weight gradients", fails == want,
+                 f"failed: {sorted(fails)}; expected: {sorted(want)}")
 
 
-def check_backprop(model, x: torch.Tensor, y_true: torch.Tensor, finite_differences: bool = False,
-                   label: str = "") -> list[GradCheck]:
-    """``backpropagation`` vs ``loss.backward()`` (and, if asked, vs finite differences), all parameters.
+def grade_layer_error_norms(fn: Callable) -> None:
+    """``layer_error_norms(model, x, y_true)``: ‖Δˡ‖ of each layer vs autograd's ∂C/∂zˡ, batch 1 and 9."""
+    with Exercise("02-layer-error-norms-check") as ex:
+        model = _mynet([4, 6, 6, 6, 2], ["sigmoid", "relu", "tanh", "identity"], 0)
+        for N in (1, 9):
+            x, y = torch.randn(N, 4, dtype=torch.float64), torch.randn(N, 2, dtype=torch.float64)
+            got = ex.call(f"layer_error_norms (batch {N})", fn, model, x, y)
+            want = [d.norm() for d in torch.autograd.grad(((model(x) - y) ** 2).sum(), model.z)]
+            if ex.check(f"one norm per layer (batch {N})", got is not None and len(got) == 4, f"got {got}"):
+                _compare_each(ex, [f"‖δ^{n}‖" for n in range(1, 5)], got, want, 1e-10, f"vs autograd (batch {N})")
 
-    Tolerances: :func:`autograd_tolerance` of the model's dtype; ``FINITE_DIFF_TOL``
-    for finite differences (needs float64). Leaves the manual gradients in ``.grad``.
-    """
-    dtype = next(model.parameters()).dtype
-    autograd_backward(model, x, y_true)
-    reference = [p.grad.clone() for p in model.parameters()]
-    manual_backward(model, x, y_true)
-    manual = [p.grad.clone() for p in model.parameters()]
-    label = label or f"{list(model.sizes)} {list(model.activations)}, batch {x.shape[0]}"
-    checks = [check_gradients(manual, reference, autograd_tolerance(dtype), f"{label}: manual vs autograd")]
-    if finite_differences:
-        if dtype != torch.float64:
-            raise ValueError(f"finite-difference checks need float64, the model is {dtype}.")
-        numeric = numerical_parameter_gradients(model, x, y_true)
-        checks.append(check_gradients(manual, numeric, FINITE_DIFF_TOL, f"{label}: manual vs finite differences"))
-        manual_backward(model, x, y_true)  # leave the manual gradients in .grad
-    return checks
+
+# --------------------------------------------------------------------------------------
+# Batch norm (notebook 06): graders against nn.BatchNorm1d and autograd, in float64
+# --------------------------------------------------------------------------------------
+def _close(ex: Exercise, name: str, got, ref: torch.Tensor, tol: float = AUTOGRAD_TOL) -> bool:
+    """One line: ``got`` (or ``got[0]`` of a tuple) is a tensor shaped like ``ref`` within ``rel_error <= tol``."""
+    got = got[0] if isinstance(got, tuple) and got else got
+    shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+    if shape != tuple(ref.shape):
+        return ex.check(name, False, f"expected a tensor of shape {tuple(ref.shape)}, got {shape}")
+    return ex.check(name, rel_error(got, ref) <= tol, f"rel. error {rel_error(got, ref):.1e}")
+
+
+def _bn_inputs(seed: int, N: int, D: int) -> list[torch.Tensor]:
+    """float64 ``x`` (N x D, 5 randn + 12), ``gamma`` (D, 1 + randn), ``beta`` (D, 0.5 + randn), ``dout`` (N x D)."""
+    g = torch.Generator().manual_seed(seed)
+    return [a * torch.randn(s, generator=g, dtype=torch.float64) + b
+            for s, a, b in (((N, D), 5, 12), (D, 1, 1), (D, 1, 0.5), ((N, D), 1, 0))]
+
+
+def grade_batchnorm_forward(batchnorm_forward: Callable) -> None:
+    """Two training batches, then eval mode, against ``nn.BatchNorm1d``; then the hand case x = [1, 3]."""
+    with Exercise("06-batchnorm-forward-check") as ex:
+        ex.signature(batchnorm_forward, ["x", "gamma", "beta", "running_mean", "running_var", "momentum", "eps"])
+        x, gamma, beta, _ = _bn_inputs(seed=0, N=6, D=4)
+        bn = torch.nn.BatchNorm1d(4, dtype=torch.float64)  # momentum 0.1, eps 1e-5, running stats start at 0, 1
+        bn.weight.data, bn.bias.data, mean, var = gamma, beta, bn.running_mean.clone(), bn.running_var.clone()
+        for name, batch, training in (("batch 1", x, True), ("batch 2", 3 - 0.5 * x, True), ("eval", x, False)):
+            out = ex.call(f"out ({name})", batchnorm_forward, batch, gamma, beta, mean, var, 0.1, 1e-5, training)
+            _close(ex, f"out ({name})", out, bn.train(training)(batch).detach())
+            _close(ex, f"running_mean (after {name})", mean, bn.running_mean)
+            _close(ex, f"running_var (after {name})", var, bn.running_var)
+        stats = torch.tensor([0.0, 1.0], dtype=torch.float64)  # by hand: mean 2, variance 1 (biased), 2 (unbiased)
+        out = ex.call("hand case", batchnorm_forward, torch.tensor([[1.0], [3.0]], dtype=torch.float64),
+                      2 * stats[1:], stats[1:].clone(), stats[:1], stats[1:])
+        _close(ex, "hand case x = [1, 3], gamma 2, beta 1 -> out [-1, 3]", out, torch.tensor([[-1.0], [3.0]], dtype=torch.float64), 1e-5)
+        _close(ex, "hand case -> running_mean 0.2, running_var 1.1", stats, torch.tensor([0.2, 1.1], dtype=torch.float64))
+
+
+def grade_batchnorm_backward(batchnorm_backward: Callable) -> None:
+    """``(dx, dgamma, dbeta)`` against autograd through ``F.batch_norm``; the grader builds the cache itself."""
+    with Exercise("06-batchnorm-backward-check") as ex:
+        ex.signature(batchnorm_backward, ["dout", "cache"])
+        x, gamma, beta, dout = _bn_inputs(seed=1, N=7, D=3)
+        x_hat = torch.nn.functional.batch_norm(x, None, None, training=True, eps=1e-5)
+        cache = (x_hat, gamma, 1 / torch.sqrt(x.var(0, unbiased=False) + 1e-5))  # the layout of the docstring
+        loss = lambda *p: (torch.nn.functional.batch_norm(p[0], None, None, p[1], p[2], True) * dout).sum()  # noqa: E731
+        res = ex.call("batchnorm_backward", batchnorm_backward, dout, cache)
+        res = res if isinstance(res, tuple) and len(res) == 3 else (None,) * 3
+        for name, got, ref in zip(("dx", "dgamma", "dbeta"), res, autograd_gradients(loss, x, gamma, beta)):
+            _close(ex, f"{name} vs autograd", got, ref)
+
+
+def grade_eval_logits(eval_logits: Callable) -> None:
+    """``eval_logits(model, x)`` for a batch-norm + dropout model handed over in training mode."""
+    with Exercise("06-forget-eval-check") as ex, torch.random.fork_rng():
+        torch.manual_seed(0)
+        x, nn = 5 * torch.randn(9, 5, dtype=torch.float64) + 12, torch.nn
+        model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 3)).double()
+        model(x + 1)  # in training mode: the running statistics move away from 0 and 1
+        before, reference = [t.clone() for t in model.state_dict().values()], model.eval()(x).detach()
+        out = ex.call("eval_logits", eval_logits, model.train(), x)
+        _close(ex, "logits in eval mode (running statistics, no dropout)", out, reference)
+        ex.check("running_mean, running_var unchanged", all(map(torch.equal, model.state_dict().values(), before)))
+        ex.check("model back in training mode", model.training)
+        ex.check("no autograd graph kept", isinstance(out, torch.Tensor) and not out.requires_grad)
+
+
+# --------------------------------------------------------------------------------------
+# SGD (notebook 03): the student's update against torch.optim.SGD on the same small net
+# --------------------------------------------------------------------------------------
+SGD_SETTINGS = {"plain": {}, "momentum": {"momentum": 0.9}, "dampening": {"momentum": 0.9, "dampening": 0.3},
+                "weight decay": {"weight_decay": 0.05}, "nesterov": {"momentum": 0.9, "nesterov": True},
+                "combined": {"momentum": 0.8, "dampening": 0.2, "weight_decay": 0.01},
+                "nesterov + weight decay": {"momentum": 0.5, "weight_decay": 0.01, "nesterov": True}}
+BAD_SGD_SETTINGS = [{"lr": -0.1}, {"lr": 0.1, "momentum": -0.5}, {"lr": 0.1, "weight_decay": -1e-4},
+                    {"lr": 0.1, "nesterov": True}, {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True}]
+
+
+def sgd_trajectory(make_opt: Callable, lr_decay: float = 1.0, zero_grad: bool = True) -> list[dict]:
+    """Parameters of a seeded 40-30-10 ReLU net after each of 4 steps on one batch by ``make_opt(params)``
+    (an optimizer, or a function ``step()``), with an ExponentialLR(gamma=lr_decay) schedule if lr_decay != 1."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(40, 30), torch.nn.ReLU(), torch.nn.Linear(30, 10))
+        x, y = torch.randn(16, 40), torch.randn(16, 10)
+    opt, trajectory = make_opt(net.parameters()), []
+    schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_decay) if lr_decay != 1 else None
+    for _ in range(4):
+        if zero_grad:
+            net.zero_grad()
+        ((net(x) - y) ** 2).mean().backward()
+        getattr(opt, "step", opt)()
+        if schedule is not None:
+            schedule.step()  # writes the new lr into opt.param_groups
+        trajectory.append({name: p.detach().clone() for name, p in net.named_parameters()})
+    return trajectory
+
+
+def _check_trajectory(ex: Exercise, name: str, make_opt: Callable, reference: dict, exact: bool = True,
+                      lr_decay: float = 1.0, ref_zero_grad: bool = True) -> bool:
+    """One check: ``make_opt`` follows ``torch.optim.SGD(**reference)`` step by step (torch.equal or allclose)."""
+    ref = sgd_trajectory(lambda ps: torch.optim.SGD(ps, **reference), lr_decay, ref_zero_grad)
+    got = ex.call(name, sgd_trajectory, make_opt, lr_decay)
+    same = torch.equal if exact else lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    for step, (g, r) in enumerate(zip(got or [], ref), start=1):
+        if bad := [k for k in r if not same(g[k], r[k])]:
+            return ex.check(name, False, f"after step {step}, {bad[0]} differs in {(g[bad[0]] != r[bad[0]]).sum()} "
+                                         f"of {r[bad[0]].numel()} elements")
+    return got is not None and ex.check(name, True, f"{'torch.equal' if exact else 'allclose'} to torch.optim.SGD "
+                                                    f"after each of {len(ref)} steps")
+
+
+def _raised(opt_cls, kwargs: dict) -> str:
+    try:
+        opt_cls([torch.nn.Parameter(torch.ones(1))], **kwargs)
+    except Exception as err:  # noqa: BLE001 - whatever happens is reported
+        return f"{type(err).__name__}({str(err)!r})"
+    return "no error"
+
+
+def grade_sgd_step(sgd_step: Callable) -> None:
+    """``sgd_step(params, lr)`` vs ``torch.optim.SGD(params, lr)``, allclose: ``p - lr*g`` rounds its own way."""
+    import functools
+
+    with Exercise("03-sgd-step-check") as ex:
+        if ex.signature(sgd_step, ["params", "lr"]):
+            for lr in (0.1, 0.02):
+                _check_trajectory(ex, f"lr={lr}", lambda ps, lr=lr: functools.partial(sgd_step, list(ps), lr),
+                                  {"lr": lr}, exact=False)
+
+
+def grade_manual_sgd(cls) -> None:
+    """``ManualSGD`` vs ``torch.optim.SGD`` by torch.equal: each setting, a changing lr, invalid settings."""
+    with Exercise("03-manual-sgd-check") as ex:
+        ex.check("subclass of torch.optim.Optimizer", isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer))
+        ex.signature(cls, ["params", "lr", "momentum", "dampening", "weight_decay", "nesterov"])
+        for name, kw in [*SGD_SETTINGS.items(), ("combined, ExponentialLR schedule (lr halved each step)", SGD_SETTINGS["combined"])]:
+            _check_trajectory(ex, name, lambda ps, kw=kw: cls(ps, lr=0.1, **kw), {"lr": 0.1, **kw},
+                              lr_decay=0.5 if "halved" in name else 1.0)
+        for bad in BAD_SGD_SETTINGS:
+            expected, got = _raised(torch.optim.SGD, bad), _raised(cls, bad)
+            ex.check(f"{bad} rejected as torch does", expected == got, f"expected {expected}, got {got}")
+
+
+def grade_forgot_zero_grad(settings: dict) -> None:
+    """``settings``: keyword arguments of torch.optim.SGD(lr=0.1, ...) that redo a plain-SGD loop without zero_grad."""
+    with Exercise("03-forgot-zero-grad-check") as ex:
+        _check_trajectory(ex, f"SGD(lr=0.1, **{settings!r}) vs plain SGD without zero_grad",
+                          lambda ps: torch.optim.SGD(ps, lr=0.1, **settings), {"lr": 0.1}, exact=False, ref_zero_grad=False)
+
+
+# --------------------------------------------------------------------------------------
+# NumPy MLP (notebook 05)
+# --------------------------------------------------------------------------------------
+def _reference_activations(cls):
+    """Swap the notebook's sigmoid, sigmoid_grad and softmax for torch's while another region is graded."""
+    from unittest import mock
+    return mock.patch.dict(cls.__init__.__globals__, {"sigmoid_grad": lambda H: H * (1 - H),
+                                                      "sigmoid": lambda Z: torch.sigmoid(torch.as_tensor(Z)).numpy(),
+                                                      "softmax": lambda Z: torch.softmax(torch.as_tensor(Z), 1).numpy()})
+
+
+def _numpy_problem(ex: Exercise, cls, act=torch.sigmoid):
+    """float64 cls(12, 7, 5) with biases != 0; X = 5 randn + 12 (9 x 12), labels y, torch copies of W1, b1, W2, b2."""
+    net = ex.call("NumpyMLP(12, 7, 5, seed=0, dtype=float64)", cls, 12, 7, 5, 0, np.float64)
+    rng = np.random.default_rng(100)
+    if net is not None:
+        net.b1, net.b2 = rng.normal(0, 0.5, 7), rng.normal(0, 0.5, 5)
+    X, y = torch.tensor(5 * rng.normal(size=(9, 12)) + 12), torch.tensor(rng.integers(0, 5, 9))
+    return net, X, y, [torch.tensor(getattr(net, n, np.zeros(1)), requires_grad=True) for n in ("W1", "b1", "W2", "b2")]
+
+
+def _compare(ex: Exercise, name: str, mine, ref: torch.Tensor, tol: float = 1e-12, what: str = "torch") -> None:
+    """One line: ``mine`` against ``ref``, first its shape, then rel_error <= tol."""
+    if getattr(mine, "shape", None) != tuple(ref.shape):
+        return ex.check(name, False, f"expected shape {tuple(ref.shape)}, got {getattr(mine, 'shape', type(mine))}")
+    ex.check(name, rel_error(mine, ref) <= tol, f"rel. error {rel_error(mine, ref):.1e} vs {what}")
+
+
+def grade_activations(sigmoid, sigmoid_grad, softmax) -> None:
+    """sigmoid, softmax and sigmoid_grad(H) vs torch (float64), with rows of ±1000, without overflow."""
+    Z = torch.tensor(np.r_[[[1000, 0, -1000, 3], [-1000] * 4], np.random.default_rng(0).normal(2, 5, (4, 4))],
+                     requires_grad=True)
+    H, P = torch.sigmoid(Z), torch.softmax(Z, 1)
+    with Exercise("05-activations-check") as ex, np.errstate(over="raise", invalid="raise", divide="raise"):
+        _compare(ex, "sigmoid(Z)", ex.call("sigmoid", sigmoid, Z.detach().numpy().copy()), H)
+        _compare(ex, "softmax(Z)", ex.call("softmax", softmax, Z.detach().numpy().copy()), P)
+        _compare(ex, "sigmoid_grad(H)", ex.call("sigmoid_grad", sigmoid_grad, H.detach().numpy().copy()),
+                 torch.autograd.grad(H.sum(), Z)[0], what="autograd")
+
+
+def grade_numpy_forward(cls) -> None:
+    """forward(X) of ``cls``: its H and P vs torch (float64), with torch's sigmoid and softmax swapped in."""
+    with Exercise("05-forward-check") as ex, _reference_activations(cls):
+        net, X, _, (W1, b1, W2, b2) = _numpy_problem(ex, cls)
+        if net is not None and ex.call("forward(X)", net.forward, X.numpy()) is not None:
+            _compare(ex, "H (hidden activations)", getattr(net, "H", None), torch.sigmoid(X @ W1 + b1))
+            _compare(ex, "P (probabilities)", getattr(net, "P", None), torch.softmax(torch.sigmoid(X @ W1 + b1) @ W2 + b2, 1))
+
+
+def grade_numpy_backward(cls, act=torch.sigmoid, grade_id: str = "05-backward-check") -> None:
+    """update_grad(y), given reference X, H, P: each *_grad vs autograd and vs central finite differences."""
+    with Exercise(grade_id) as ex, _reference_activations(cls):
+        net, X, y, params = _numpy_problem(ex, cls, act)
+
+        def summed_loss(W1, b1, W2, b2):
+            return torch.nn.functional.cross_entropy(act(X @ W1 + b1) @ W2 + b2, y, reduction="sum")
+
+        fd = finite_difference_gradients(summed_loss, *(p.detach() for p in params))
+        summed_loss(*params).backward()
+        if net is not None:
+            net.X, net.H = X.numpy(), act(X @ params[0] + params[1]).detach().numpy()
+            net.P = torch.softmax(torch.from_numpy(net.H) @ params[2] + params[3], 1).detach().numpy()
+        if net is not None and ex.call("update_grad(y)", lambda: net.reset_grad() or net.update_grad(y.numpy()) or 1):
+            for name, p, g in zip(("W1", "b1", "W2", "b2"), params, fd):
+                _compare(ex, f"{name}_grad", getattr(net, f"{name}_grad", None), p.grad, 1e-10, "autograd")
+                _compare(ex, f"{name}_grad", getattr(net, f"{name}_grad", None), g, 1e-7, "finite differences")
+
+
+def grade_numpy_update(cls, mean: bool = True, grade_id: str = "05-update-check") -> None:
+    """update_params(0.3) after 9 samples vs torch.optim.SGD on the batch-mean gradient (``mean=False``: the sum)."""
+    with Exercise(grade_id) as ex:
+        net, _, _, params = _numpy_problem(ex, cls)
+        for name, p in zip(("W1", "b1", "W2", "b2"), params):
+            p.grad = torch.randn(p.shape, dtype=torch.float64)
+            if net is not None:
+                setattr(net, f"{name}_grad", p.grad.numpy().copy())
+            p.grad /= 9 if mean else 1
+        torch.optim.SGD(params, lr=0.3).step()
+        if net is not None:
+            net.n_accumulated = 9
+        if net is not None and ex.call("update_params(0.3)", lambda: net.update_params(0.3) or 1):
+            for name, p in zip(("W1", "b1", "W2", "b2"), params):
+                _compare(ex, name, getattr(net, name, None), p, what="torch.optim.SGD")
+
+
+def grade_overfitting(fn) -> None:
+    """``fn(history) -> bool`` must flag a train/val accuracy gap, whatever the training accuracy."""
+    with Exercise("05-overfitting-check") as ex:
+        for train, val, expected in ((0.99, 0.985, False), (0.99, 0.85, True), (0.75, 0.6, True), (0.6, 0.6, False)):
+            got = ex.call("is_overfitting", fn, {"train_acc": [0.5, train], "val_acc": [0.5, val]})
+            ex.check(f"train acc {train}, val acc {val}", got is not None and bool(got) == expected, f"expected {expected}, got {got}")

@@ -1,16 +1,16 @@
-"""Saving and loading model weights safely.
+"""Saving and loading model weights safely, and atomic file writes.
 
-Checkpoints hold a ``state_dict`` only (names -> tensors). Loading uses
-``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects, so a
-tampered or foreign file cannot run code. Writes go to a temporary file in the same
-folder and are renamed into place, so an interrupted save never leaves a half file
-where a good checkpoint used to be.
+Checkpoints hold a ``state_dict`` only (names -> tensors), read back with
+``torch.load(weights_only=True)``, which refuses to unpickle anything else, so a tampered
+or foreign file cannot run code. Writes go to a temporary file in the same folder, are
+fsynced and renamed into place: an interrupted save never leaves a half file.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,23 +21,28 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable, unsafe or does not fit the model."""
 
 
-def save_checkpoint(model_or_state: nn.Module | dict, path: str | Path) -> Path:
-    """Atomically write the state_dict of ``model_or_state`` to ``path``; returns the path."""
-    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
-    if not isinstance(state, dict):
-        raise TypeError(f"expected an nn.Module or a state_dict, got {type(model_or_state).__name__}.")
+def atomic_write(path: str | Path, write: Callable) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save({k: v.detach().cpu() for k, v in state.items()}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def save_checkpoint(model_or_state: nn.Module | dict, path: str | Path) -> Path:
+    """Atomically write the state_dict of ``model_or_state`` to ``path``; returns the path."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    if not isinstance(state, dict):
+        raise TypeError(f"expected an nn.Module or a state_dict, got {type(model_or_state).__name__}.")
+    return atomic_write(path, lambda f: torch.save({k: v.detach().cpu() for k, v in state.items()}, f))
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -48,10 +53,8 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise CheckpointError(
-            f"checkpoint {path} could not be loaded safely (weights_only=True refuses anything but "
-            f"tensors and plain containers; the file may be tampered, truncated or not a state_dict): {err}"
-        ) from err
+        raise CheckpointError(f"checkpoint {path} could not be loaded safely (weights_only=True accepts only "
+                              f"tensors and plain containers; tampered, truncated or not a state_dict?): {err}") from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} does not hold a state_dict (name -> tensor).")
     return state

@@ -38,10 +38,8 @@ STYLE = {
     "svg.fonttype": "path",
     "path.simplify": True,
 }
-_METADATA = {
-    "png": {"Software": None},
-    "svg": {"Date": None, "Creator": None},
-}
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+             "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
 
 
 def use_style() -> None:
@@ -62,10 +60,11 @@ def _check_name(name: str) -> None:
         raise ValueError(f"figure name {name!r} must be a plain file stem like '01_loss_curves'.")
 
 
-def savefig(fig: plt.Figure, name: str, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Write ``fig`` to ``<figures_dir>/<name>.png`` and ``.svg``; returns the paths.
+def savefig(fig: plt.Figure, name: str, formats: Sequence[str] = ("png", "svg", "pdf")) -> list[Path]:
+    """Write ``fig`` to ``<figures_dir>/<name>.png``, ``.svg`` and ``.pdf``; returns the paths.
 
-    Files carry no dates or random ids, so the same code gives byte-identical files.
+    Files carry no dates or random ids, so the same code gives byte-identical files; the PDF is the
+    one a LaTeX report includes.
     In quick mode ``figures_dir`` is a scratch folder, so report figures stay untouched.
     """
     _check_name(name)
@@ -196,5 +195,64 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8,
             ax.set_title(titles[k], fontsize=7)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep_curves(records: Sequence[Mapping], title: str | None = None, highlight: str | None = None):
+    """Validation accuracy and loss per epoch, one line per sweep record, in the order given
+    (best first); the record whose ``key`` is ``highlight`` is drawn bold."""
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.6))
+    colors = plt.get_cmap("viridis")(np.linspace(0, 1, len(records)))
+    for r, color in zip(records, colors):
+        bold = r["key"] == highlight
+        style = {"color": "#d62728" if bold else color, "linewidth": 2.8 if bold else 1.1, "zorder": 3 if bold else 2}
+        epochs = range(1, len(r["history"]["val_acc"]) + 1)
+        ax_acc.plot(epochs, r["history"]["val_acc"], label=r["label"] + (" (selected)" if bold else ""), **style)
+        ax_loss.plot(epochs, r["history"]["val_loss"], **style)
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="validation loss", yscale="log")
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="best first")
+    fig.suptitle(title or "")
+    fig.tight_layout()
+    return fig
+
+
+def plot_generalization_gap(records: Sequence[Mapping], title: str | None = None):
+    """Final train and validation accuracy per sweep record (in the order given) and their gap."""
+    train_acc = np.array([r["final"]["train_acc"] for r in records])
+    val_acc = np.array([r["final"]["val_acc"] for r in records])
+    y = np.arange(len(records))
+    fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(11, 0.28 * len(records) + 1.6), sharey=True,
+                                     gridspec_kw={"width_ratios": (2, 1)})
+    ax.scatter(train_acc, y, marker="o", label="train (running mean of last epoch)", zorder=3)
+    ax.scatter(val_acc, y, marker="s", label="validation", zorder=3)
+    ax.hlines(y, val_acc, train_acc, color="grey", linewidth=1)
+    ax.set(yticks=y, xlabel="final accuracy")
+    ax.set_yticklabels([r["label"] for r in records], fontsize=7)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8)
+    ax_gap.barh(y, train_acc - val_acc, color="#ff7f0e")
+    ax_gap.set(xlabel="train - validation accuracy")
+    fig.suptitle(title or "")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(calibration: Mapping, title: str | None = None):
+    """Reliability diagram: accuracy against mean confidence per bin (``helpers.train.calibration``),
+    the diagonal of perfect calibration, and how many predictions fall in each bin."""
+    conf, acc, count = (np.asarray(calibration[k], dtype=float) for k in ("confidence", "accuracy", "count"))
+    edges = np.linspace(0, 1, len(count) + 1)
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    ax.bar(edges[:-1], np.nan_to_num(acc), width=np.diff(edges), align="edge", alpha=0.6, edgecolor="black",
+           label="accuracy in bin")
+    ax.plot(conf, acc, "o", color="#d62728", label="mean confidence in bin")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"ECE = {calibration['ece']:.3f}")
+    ax.legend(fontsize=8, loc="upper left")
+    ax_n.bar(edges[:-1], count, width=np.diff(edges), align="edge", color="#1f77b4", edgecolor="black")
+    ax_n.set(xlabel="confidence (top predicted probability)", ylabel="predictions", yscale="log")
+    fig.suptitle(title or "")
     fig.tight_layout()
     return fig

@@ -49,12 +49,15 @@ def train(
     eval_split: str = "val",
     progress: bool | None = None,
     step_scheduler: str = "epoch",
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> History:
     """Train ``model`` on ``splits.train`` for ``epochs``; evaluate on ``splits.<eval_split>``.
 
     Epoch ``e`` draws its batch order from seed ``seed + e`` (default seed: settings().seed).
     ``scheduler`` (any ``torch.optim.lr_scheduler``) steps once per epoch, or once per batch
-    with ``step_scheduler="batch"`` (e.g. OneCycleLR).
+    with ``step_scheduler="batch"`` (e.g. OneCycleLR). ``augment`` maps each training batch
+    B x C x H x W (on ``device``) to a new one, e.g. ``helpers.augment.random_affine`` with a
+    seeded generator: a fresh draw per image and epoch.
 
     Returns the history: per-epoch lists ``train_loss``, ``train_acc`` (running means over
     the epoch's batches, model in train mode), ``<eval_split>_loss``, ``<eval_split>_acc``
@@ -72,7 +75,7 @@ def train(
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         loss, acc = _train_one_epoch(model, splits.train, optimizer, loss_fn, batch_size, seed + epoch,
-                                     device, scheduler if step_scheduler == "batch" else None)
+                                     device, scheduler if step_scheduler == "batch" else None, augment)
         if scheduler is not None and step_scheduler == "epoch":
             scheduler.step()
         eval_loss, eval_acc = evaluate(model, getattr(splits, eval_split), loss_fn=loss_fn, device=device)
@@ -82,13 +85,15 @@ def train(
     return history
 
 
-def _train_one_epoch(model, split, optimizer, loss_fn, batch_size, seed, device, batch_scheduler):
+def _train_one_epoch(model, split, optimizer, loss_fn, batch_size, seed, device, batch_scheduler, augment):
     """One pass over ``split`` in seeded order; returns (mean loss, accuracy)."""
     model.train()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for x, y in batches(split, batch_size, shuffle=True, seed=seed):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if augment is not None:
+            x = augment(x)
         optimizer.zero_grad()
         logits = model(x)
         loss = loss_fn(logits, y)
@@ -143,4 +148,36 @@ def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int)
     return torch.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-from helpers.sweep import select_best, sweep  # noqa: E402,F401  (the sweep runner lives in helpers/sweep.py)
+
+def most_confident_mistakes(probs: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of up to ``k`` misclassified examples, most confident (wrong) prediction first.
+
+    ``probs``: N x C probabilities, ``y``: N labels. Returns a 1-D int64 tensor.
+    """
+    if probs.ndim != 2 or len(probs) != len(y):
+        raise ValueError(f"probs must be N x C and y N, got {tuple(probs.shape)} and {tuple(y.shape)}.")
+    confidence, pred = probs.max(1)
+    wrong = torch.nonzero(pred != y).flatten()
+    order = torch.argsort(confidence[wrong], descending=True, stable=True)
+    return wrong[order][:k]
+
+
+def calibration(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 10) -> dict:
+    """Reliability of the predicted probabilities: per confidence bin, and the expected calibration error.
+
+    ``probs``: N x C probabilities, ``y``: N labels. The confidence of a prediction is its top
+    probability; bin b holds the predictions with confidence in ((b-1)/n_bins, b/n_bins].
+    Returns lists ``confidence`` (mean per bin), ``accuracy`` (per bin), ``count`` (per bin,
+    empty bins give NaN means) and ``ece`` = sum_b count_b/N * |accuracy_b - confidence_b|.
+    """
+    if probs.ndim != 2 or len(probs) != len(y) or n_bins < 1:
+        raise ValueError(f"need N x C probs, N labels and n_bins >= 1; got {tuple(probs.shape)}, "
+                         f"{tuple(y.shape)}, n_bins={n_bins}.")
+    confidence, pred = probs.double().max(1)
+    correct = (pred == y.to(pred.device)).double()
+    bins = (confidence * n_bins).ceil().long().clamp(1, n_bins) - 1
+    count = torch.bincount(bins, minlength=n_bins)
+    mean_conf = torch.bincount(bins, confidence, minlength=n_bins) / count
+    accuracy = torch.bincount(bins, correct, minlength=n_bins) / count
+    ece = (count / len(y) * (accuracy - mean_conf).abs()).nansum().item()
+    return {"confidence": mean_conf.tolist(), "accuracy": accuracy.tolist(), "count": count.tolist(), "ece": ece}

