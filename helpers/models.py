@@ -1,20 +1,15 @@
-"""The networks of the series.
-
-Shared file: each model is a self-contained section. Shapes: images come in as
-N x C x H x W float32, outputs are N x n_classes logits (no softmax).
-"""
+"""The networks of the series. Images come in as N x C x H x W float32; outputs are N x n_classes logits."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
 
 
 class CIFAR2MLP(nn.Sequential):
-    """Flatten, then 3072-512-128-32-2 with ReLU between layers; logits out.
-
-    Input N x 3 x 32 x 32, output N x 2. 1,643,234 parameters.
-    """
+    """Flatten, 3072-512-128-32-2 with ReLU between: N x 3 x 32 x 32 -> N x 2 logits; 1,643,234 parameters."""
 
     def __init__(self, sizes: tuple[int, ...] = (3072, 512, 128, 32, 2)):
         layers: list[nn.Module] = [nn.Flatten()]
@@ -36,10 +31,7 @@ def parameter_table(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
 
 
 def layer_parameter_counts(model: nn.Module) -> list[tuple[str, str, int]]:
-    """``(name, layer, count)`` per module that owns trainable parameters, in order.
-
-    ``layer`` describes the module, e.g. ``"Linear 3072->512"``; ``count`` adds its weight and bias.
-    """
+    """``(name, layer, count)`` per module owning trainable parameters, e.g. ``("1", "Linear 3072->512", n)``"""
     rows = []
     for name, module in model.named_modules():
         own = [p for p in module.parameters(recurse=False) if p.requires_grad]
@@ -56,11 +48,8 @@ def _describe_layer(module: nn.Module) -> str:
     return type(module).__name__
 
 
-@torch.no_grad()
 def clone_model(model: nn.Module) -> nn.Module:
     """A deep copy with identical weights (for runs that must start from the same point)."""
-    import copy
-
     return copy.deepcopy(model)
 
 
@@ -71,23 +60,15 @@ MODEL_VARIANTS = ("plain", "dropout", "batchnorm")
 DEFAULT_DROPOUT = {"softmax": 0.2, "mlp": 0.3, "lenet": 0.25}
 
 
-def _check_variant(variant: str) -> None:
+def _check_variant(variant: str, p: float) -> None:
     if variant not in MODEL_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid variants: {', '.join(MODEL_VARIANTS)}.")
-
-
-def _check_probability(p: float) -> None:
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability p={p} must satisfy 0 <= p < 1.")
 
 
 def _linear_block(n_in: int, n_out: int, variant: str, p: float, hidden: bool = True) -> list[nn.Module]:
-    """[Dropout(p)] Linear, then for a hidden layer [BatchNorm1d] ReLU.
-
-    Dropout (variant ``dropout``) comes before the linear layer; batchnorm (variant
-    ``batchnorm``) after it, never after the output layer. A linear layer followed by
-    batchnorm needs no bias (batchnorm's shift replaces it).
-    """
+    """[Dropout(p)] Linear, then for a hidden layer [BatchNorm1d] ReLU; the linear layer before a batchnorm has no bias."""
     layers: list[nn.Module] = [nn.Dropout(p)] if variant == "dropout" else []
     bn = hidden and variant == "batchnorm"
     layers.append(nn.Linear(n_in, n_out, bias=not bn))
@@ -108,8 +89,7 @@ class SoftmaxRegression(nn.Sequential):
 
     def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["softmax"],
                  n_in: int = 784, n_classes: int = 10):
-        _check_variant(variant)
-        _check_probability(p)
+        _check_variant(variant, p)
         layers: list[nn.Module] = [nn.Flatten()]
         if variant == "batchnorm":
             layers.append(nn.BatchNorm1d(n_in))
@@ -127,8 +107,7 @@ class MLP(nn.Sequential):
 
     def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["mlp"],
                  sizes: tuple[int, ...] = (784, 256, 128, 10)):
-        _check_variant(variant)
-        _check_probability(p)
+        _check_variant(variant, p)
         if len(sizes) < 3:
             raise ValueError(f"MLP sizes {sizes} need at least input, one hidden and output size.")
         # Dropout acts on hidden activations only; dropping raw pixels is the softmax model's variant.
@@ -152,8 +131,7 @@ class LeNet5(nn.Sequential):
     """
 
     def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["lenet"], n_classes: int = 10):
-        _check_variant(variant)
-        _check_probability(p)
+        _check_variant(variant, p)
         bn = variant == "batchnorm"
         layers: list[nn.Module] = []
         for c_in, c_out, pad in ((1, 6, 2), (6, 16, 0)):
@@ -179,7 +157,7 @@ def make_model(kind: str, variant: str = "plain", **kwargs) -> nn.Module:
     """
     if not isinstance(kind, str) or kind not in _MODEL_CLASSES:
         raise ValueError(f"unknown model kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}.")
-    _check_variant(variant)
+    _check_variant(variant, 0.0)
     return _MODEL_CLASSES[kind](variant=variant, **kwargs)
 
 
@@ -210,18 +188,14 @@ class MyNet(nn.Module):
         if len(sizes) < 2 or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in sizes):
             raise ValueError(f"sizes must list at least two positive ints (input, ..., output), got {sizes}.")
         if len(activations) != len(sizes) - 1:
-            raise ValueError(
-                f"need one activation per layer: sizes {sizes} make {len(sizes) - 1} layer(s), "
-                f"got {len(activations)} activation(s) {activations}."
-            )
+            raise ValueError(f"need one activation per layer: sizes {sizes} make {len(sizes) - 1} layer(s), "
+                             f"got {len(activations)} activation(s) {activations}.")
         unknown = [name for name in activations if name not in MYNET_ACTIVATIONS]
         if unknown:
             raise ValueError(f"unknown activation(s) {unknown}; valid choices: {', '.join(MYNET_ACTIVATIONS)}.")
         self.sizes = tuple(sizes)
         self.activations = tuple(activations)
-        self.layers = nn.ModuleList(
-            nn.Linear(n_in, n_out, dtype=dtype) for n_in, n_out in zip(sizes[:-1], sizes[1:])
-        )
+        self.layers = nn.ModuleList(nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
         self.z: list[torch.Tensor] = []
         self.a: list[torch.Tensor] = []
 

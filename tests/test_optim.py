@@ -384,5 +384,7 @@ def test_ridge_fit_interpolates_without_decay_and_shrinks_with_it():
 
 def test_double_well_momentum_can_leave_the_global_basin():
     assert nb.double_well(torch.tensor(-1.47)) < nb.double_well(torch.tensor(1.35))
-    assert nb.final_point(-2.5, 0.0) < 0        # plain SGD stays in the global basin
-    assert nb.final_point(-2.5, 0.9) > 0        # momentum 0.9 carries it into the local one
+    plain, heavy = nb.double_well_path(-2.5, 0.0), nb.double_well_path(-2.5, 0.9)
+    assert plain.shape == heavy.shape == (3001,) and plain[0] == -2.5
+    assert abs(plain[-1] + 1.47) < 0.01         # plain SGD stays in the global basin
+    assert abs(heavy[-1] - 1.35) < 0.01         # momentum 0.9 carries it into the local one
