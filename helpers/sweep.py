@@ -20,10 +20,12 @@ import os
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from queue import SimpleQueue
 
 import torch
 from torch import nn
@@ -439,29 +441,54 @@ def sweep(
 
 
 def _execute(job: _Job, pending: list, workers: int):
-    """Yield (index, record) as configurations finish, in this process or in worker processes."""
-    if not pending:
-        return
-    if workers == 1:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(job.threads)
-        try:
-            yield from (_run_config(job, *task) for task in pending)
-        finally:
-            torch.set_num_threads(previous)
-        return
-    _check_main_guard(workers)
-    pending = sorted(pending, key=lambda task: -_expected_seconds(job, task[2]))  # longest first packs best
-    # A process pool that fails as a whole (BrokenProcessPool) when a worker dies, never respawns it.
-    pool = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker, initargs=(job,))
+    """Yield (index, record) as configurations finish. With ``workers > 1`` this process trains too,
+    beside ``workers - 1`` worker processes (so no time is lost while they start), longest first."""
+    queue, finished, pool = deque(pending), SimpleQueue(), None
+    if workers > 1:
+        _check_main_guard(workers)
+        queue = deque(sorted(pending, key=lambda task: -_expected_seconds(job, task[2])))  # packs best
+        # A pool that fails as a whole (BrokenProcessPool) when a worker dies, never respawns it.
+        pool = ProcessPoolExecutor(workers - 1, mp_context=_pool_context(), initializer=_init_worker,
+                                   initargs=(job,))
+
+    def feed(future=None):  # in the pool's thread when a worker is done: pass its result on, give it the next task
+        if future is not None:
+            finished.put(future)
+            if future.cancelled() or future.exception() is not None:
+                return
+        task = _pop(queue)
+        if task is not None:
+            pool.submit(_run_in_worker, task).add_done_callback(feed)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
     try:
-        yield from (f.result() for f in as_completed([pool.submit(_run_in_worker, t) for t in pending]))
+        for _ in range(workers - 1):
+            feed()
+        done = 0
+        while done < len(pending):
+            while not finished.empty():
+                done += 1
+                yield finished.get().result()
+            if done < len(pending):
+                done += 1
+                task = _pop(queue)  # the next configuration for this process, else wait for a worker
+                yield _run_config(job, *task) if task is not None else finished.get().result()
     except BaseException:  # an error, Ctrl-C or an abandoned generator: stop the workers now
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(previous)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pop(queue: deque):
+    try:
+        return queue.popleft()
+    except IndexError:
+        return None
 
 
 def _expected_seconds(job: _Job, config: dict) -> float:

@@ -2,9 +2,11 @@
 
 import functools
 import json
+import os
 import subprocess
 import sys
 import warnings
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -357,3 +359,22 @@ def test_a_script_without_main_guard_gets_a_clear_error(tmp_path, guarded):
         assert out.returncode == 1
         assert 'outside `if __name__ == "__main__":`' in out.stderr and "script.py, line 11" in out.stderr
         assert out.stderr.count("Traceback") == 1  # no worker ever started
+
+
+class _DieInWorker:
+    """Trains nothing; a worker process (not the parent) dies abruptly, as if killed for memory."""
+
+    def __init__(self):
+        self.parent = os.getpid()
+
+    def __call__(self, model, splits, config, seed):
+        if os.getpid() != self.parent:
+            os._exit(3)
+        e = config["epochs"]
+        return {"train_loss": [1.0] * e, "train_acc": [0.5] * e, "val_loss": [1.0] * e, "val_acc": [0.5] * e}
+
+
+def test_a_dying_worker_stops_the_sweep_with_an_error_and_keeps_finished_results(tmp_path):
+    with pytest.raises(BrokenProcessPool):
+        _run(tmp_path, _DieInWorker(), workers=2)
+    assert len(sw.load_records(tmp_path / "t.jsonl")) < len(CONFIGS)  # what the parent finished, nothing more
