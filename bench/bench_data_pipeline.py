@@ -61,7 +61,7 @@ class CIFAR10Folder(torchvision.datasets.CIFAR10):
         return all((self._folder / f).is_file() for f in datafiles.CIFAR10_FILES)
 
     def _load_meta(self) -> None:
-        self.classes = list(datafiles.read_cifar_meta(self._folder / datafiles.CIFAR10_META_FILE))
+        self.classes = list(datafiles.CIFAR10_NAMES)
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 

