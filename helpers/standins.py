@@ -78,7 +78,8 @@ def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_te
     rng, others = np.random.default_rng(seed), np.setdiff1d(np.arange(10), datafiles.CIFAR2_LABELS)
     train_y, test_y = (rng.permutation(np.concatenate([np.repeat(datafiles.CIFAR2_LABELS, n), others[np.arange(k) % 8]]))
                        for n, k in ((n_train_per_class, n_other_train), (n_test_per_class, n_other_test)))
-    train_x, test_x = synthetic_cifar_images(train_y, rng), synthetic_cifar_images(test_y, rng)
+    train_x, test_x = (np.concatenate([_render(y[i:i + 2000], rng) for i in range(0, len(y), 2000)])  # in chunks,
+                       for y in (train_y, test_y))  # to bound the memory of the float32 drawing
     chunks = np.array_split(np.arange(len(train_y)), len(datafiles.CIFAR10_TRAIN_FILES))
     batches = {f: {"batch_label": f"synthetic training batch {i + 1} of 5", "labels": train_y[idx].tolist(),
                    "data": train_x[idx].reshape(len(idx), -1)}
@@ -93,13 +94,6 @@ def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_te
                   "other_train": n_other_train, "other_test": n_other_test}})
 
 
-def synthetic_cifar_images(labels: np.ndarray, rng: np.random.Generator, chunk: int = 2000) -> np.ndarray:
-    """uint8 N x 3 x 32 x 32 images for CIFAR-10 labels, drawn in chunks to bound memory. Airplanes (0): long grey
-    shape with wings, mostly on sky; birds (2): round textured brown body with a head, mostly on foliage; other
-    labels: random blobs. Backgrounds, colours and sizes overlap between the classes."""
-    return np.concatenate([_render(labels[i:i + chunk], rng) for i in range(0, len(labels), chunk)])
-
-
 def _ellipse(xx, yy, cx, cy, a, b, angle, sharpness=10.0):
     """Soft masks in [0, 1] of rotated ellipses: parameters of shape M, grids 32 x 32 -> M x 32 x 32."""
     c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
@@ -109,6 +103,9 @@ def _ellipse(xx, yy, cx, cy, a, b, angle, sharpness=10.0):
 
 
 def _render(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 M x 3 x 32 x 32 images for CIFAR-10 labels M. Airplanes (0): long grey shape with wings, mostly on
+    sky; birds (2): round textured brown body with a head, mostly on foliage; other labels: random blobs.
+    Backgrounds, colours and sizes overlap between the classes."""
     m, (yy, xx) = len(labels), np.mgrid[0:32, 0:32].astype(np.float32) / 31.0
     plane, bird = labels == 0, labels == 2
     u = lambda lo, hi: rng.uniform(lo, hi, m).astype(np.float32)  # noqa: E731

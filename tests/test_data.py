@@ -254,7 +254,7 @@ def test_real_source_without_data_or_network_says_where_what_and_how(tmp_path, m
     with pytest.raises(DataMissingError) as err:
         load_dataset(name, source="real", data_dir=tmp_path)
     message = str(err.value)
-    assert str(data._real_folder(name, tmp_path)) in message  # the folder searched
+    assert str(tmp_path / data._REAL[name][0]) in message  # the folder searched
     for part in expected:
         assert part in message
 
