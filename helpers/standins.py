@@ -16,7 +16,7 @@ import numpy as np
 from helpers import datafiles
 
 MANIFEST = "MANIFEST.json"
-STANDIN_VERSION = 1
+STANDIN_VERSION = 1  # in each manifest
 FOLDERS = {"cifar2": Path("offline", datafiles.CIFAR10_FOLDER), "mnist": Path("offline", "MNIST", "raw")}
 
 
@@ -71,19 +71,20 @@ def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_te
     """CIFAR-10 python-format batches of synthetic 32 x 32 RGB images (NOT CIFAR-10), deterministic per seed:
     airplanes (label 0), birds (label 2), and ``n_other_*`` images of the other labels for the airplane/bird filter."""
     rng, others = np.random.default_rng(seed), np.setdiff1d(np.arange(10), datafiles.CIFAR2_LABELS)
-    train_y, test_y = (rng.permutation(np.concatenate([np.repeat(datafiles.CIFAR2_LABELS, n), others[np.arange(k) % 8]]))
-                       for n, k in ((n_train_per_class, n_other_train), (n_test_per_class, n_other_test)))
+    train_y, test_y = (rng.permutation(np.concatenate([np.repeat(datafiles.CIFAR2_LABELS, n_per_class),
+                                                       others[np.arange(n_other) % len(others)]]))
+                       for n_per_class, n_other in ((n_train_per_class, n_other_train), (n_test_per_class, n_other_test)))
     train_x, test_x = (np.concatenate([_render(y[i:i + 2000], rng) for i in range(0, len(y), 2000)])
                        for y in (train_y, test_y))  # drawn in chunks of 2,000 images to bound memory
     chunks = np.array_split(np.arange(len(train_y)), len(datafiles.CIFAR10_TRAIN_FILES))
-    batches = {f: {"batch_label": f"synthetic training batch {i + 1} of 5", "labels": train_y[idx].tolist(),
-                   "data": train_x[idx].reshape(len(idx), -1)}
-               for i, (f, idx) in enumerate(zip(datafiles.CIFAR10_TRAIN_FILES, chunks))}
-    batches[datafiles.CIFAR10_TEST_FILE] = {"batch_label": "synthetic testing batch", "labels": test_y.tolist(),
-                                            "data": test_x.reshape(len(test_y), -1)}
-    batches[datafiles.CIFAR10_META_FILE] = {"label_names": list(datafiles.CIFAR10_NAMES), "num_vis": 3072,
-                                            "num_cases_per_batch": len(chunks[0])}
-    return _publish(folder, {f: pickle.dumps(entry, protocol=4) for f, entry in batches.items()}, {
+    batches = [(f, f"synthetic training batch {i + 1} of 5", train_y[idx], train_x[idx])
+               for i, (f, idx) in enumerate(zip(datafiles.CIFAR10_TRAIN_FILES, chunks))]
+    batches.append((datafiles.CIFAR10_TEST_FILE, "synthetic testing batch", test_y, test_x))
+    blobs = {f: pickle.dumps({"batch_label": title, "labels": y.tolist(), "data": x.reshape(len(y), -1)}, protocol=4)
+             for f, title, y, x in batches}
+    blobs[datafiles.CIFAR10_META_FILE] = pickle.dumps({"label_names": list(datafiles.CIFAR10_NAMES), "num_vis": 3072,
+                                                       "num_cases_per_batch": len(chunks[0])}, protocol=4)
+    return _publish(folder, blobs, {
         "what": "synthetic CIFAR-2 stand-in (NOT CIFAR-10): generated airplane/bird-like images", "seed": seed,
         "sizes": {"train_per_class": n_train_per_class, "test_per_class": n_test_per_class,
                   "other_train": n_other_train, "other_test": n_other_test}})
@@ -98,12 +99,11 @@ def _ellipse(xx, yy, cx, cy, a, b, angle, sharpness=10.0):
 
 
 def _render(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """uint8 M x 3 x 32 x 32 images for CIFAR-10 labels M. Airplanes (0): long grey shape with wings, mostly on
-    sky; birds (2): round textured brown body with a head, mostly on foliage; other labels: random blobs.
-    Backgrounds, colours and sizes overlap between the classes."""
+    """uint8 M x 3 x 32 x 32 images for CIFAR-10 labels M (0: airplane-like, 2: bird-like, others: blobs)."""
     m, (yy, xx) = len(labels), np.mgrid[0:32, 0:32].astype(np.float32) / 31.0
     plane, bird = labels == 0, labels == 2
     u = lambda lo, hi: rng.uniform(lo, hi, m).astype(np.float32)  # noqa: E731
+    # airplanes: grey with wings, mostly on sky; birds: brown, textured, with a head, mostly on foliage; overlapping
     # background: sky (bright blue, brighter at the top) or foliage (green-brown, blotchy)
     sky = rng.random(m) < np.where(plane, 0.75, np.where(bird, 0.3, 0.5))
     base = np.where(sky[:, None], np.float32([0.52, 0.68, 0.90]), np.float32([0.38, 0.50, 0.30]))

@@ -315,7 +315,7 @@ def _init_worker(job: _Job) -> None:
     _WORKER_JOB = job
 
 
-def _run_in_worker(task: tuple[int, str, dict]) -> tuple[int, dict]:
+def _run_in_worker(task: tuple[str, dict]) -> dict:
     return _run_config(_WORKER_JOB, *task)
 
 
@@ -328,8 +328,8 @@ def _trained(job: _Job, config: dict) -> tuple[nn.Module, dict]:
     return model, {k: [float(v) for v in vals] for k, vals in dict(history).items()}
 
 
-def _run_config(job: _Job, index: int, key: str, config: dict) -> tuple[int, dict]:
-    """Train one configuration; returns (index, record)."""
+def _run_config(job: _Job, key: str, config: dict) -> dict:
+    """Train one configuration; returns its record."""
     start = time.perf_counter()
     model, history = _trained(job, config)
     seconds = time.perf_counter() - start
@@ -339,7 +339,7 @@ def _run_config(job: _Job, index: int, key: str, config: dict) -> tuple[int, dic
     checkpoint = None
     if job.checkpoint_dir is not None:
         checkpoint = save_checkpoint(model, job.checkpoint_dir / f"{key}.pt").name
-    return index, {
+    return {
         "key": key, "config": config, "label": config_label(config), "history": history,
         "final": {k: history[k][-1] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
         "seconds": seconds, "threads": job.threads, "context": job.contexts[_model_name(config)],
@@ -418,7 +418,7 @@ def sweep(
     folder = Path(results_dir) if results_dir is not None else default_results_dir()
     path = folder / f"{name}.jsonl"
     done = {r["key"]: r for r in load_records(path)}
-    pending = [(i, k, c) for i, (k, c) in enumerate(zip(keys, canon)) if k not in done]
+    pending = [(k, c) for k, c in zip(keys, canon) if k not in done]
     say = progress or (lambda _msg: None)
     say(f"sweep {name!r}: {len(canon)} configs, {len(canon) - len(pending)} already in {path}, "
         f"{len(pending)} to train")
@@ -430,7 +430,7 @@ def sweep(
                                else max(1, cores // workers))
     job.checkpoint_dir = checkpoint_dir(folder, name) if save_checkpoints else None
     n_done = len(canon) - len(pending)
-    for _index, record in _execute(job, pending, max(1, min(workers, len(pending)))):
+    for record in _execute(job, pending, max(1, min(workers, len(pending)))):
         append_record(path, record)
         done[record["key"]] = record
         n_done += 1
@@ -441,12 +441,12 @@ def sweep(
 
 
 def _execute(job: _Job, pending: list, workers: int):
-    """Yield (index, record) as configurations finish. With ``workers > 1`` this process trains too,
+    """Yield records as configurations finish. With ``workers > 1`` this process trains too,
     beside ``workers - 1`` worker processes (so no time is lost while they start), longest first."""
     queue, finished, pool = deque(pending), SimpleQueue(), None
     if workers > 1:
         _check_main_guard(workers)
-        queue = deque(sorted(pending, key=lambda task: -_expected_seconds(job, task[2])))  # packs best
+        queue = deque(sorted(pending, key=lambda task: -_expected_seconds(job, task[1])))  # packs best
         # A pool that fails as a whole (BrokenProcessPool) when a worker dies, never respawns it.
         pool = ProcessPoolExecutor(workers - 1, mp_context=_pool_context(), initializer=_init_worker,
                                    initargs=(job,))
@@ -463,17 +463,15 @@ def _execute(job: _Job, pending: list, workers: int):
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
+        task = _pop(queue)  # this process starts the longest configuration at once,
         for _ in range(workers - 1):
-            feed()
-        done = 0
-        while done < len(pending):
-            while not finished.empty():
-                done += 1
-                yield finished.get().result()
-            if done < len(pending):
-                done += 1
-                task = _pop(queue)  # the next configuration for this process, else wait for a worker
-                yield _run_config(job, *task) if task is not None else finished.get().result()
+            feed()  # the workers take the next ones as soon as they are up
+        for _ in range(len(pending)):
+            if task is None or not finished.empty():
+                yield finished.get().result()  # a worker's record (waits for one if need be)
+            else:
+                yield _run_config(job, *task)
+                task = _pop(queue)
     except BaseException:  # an error, Ctrl-C or an abandoned generator: stop the workers now
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
