@@ -161,10 +161,7 @@ def make_model(kind: str, variant: str = "plain", **kwargs) -> nn.Module:
     return _MODEL_CLASSES[kind](variant=variant, **kwargs)
 
 
-# --------------------------------------------------------------------------------------
-# MyNet: the configurable MLP whose gradients notebook 02 computes by hand
-# (helpers.backprop.backpropagation). Not an image model: input N x sizes[0].
-# --------------------------------------------------------------------------------------
+# --- MyNet: the configurable MLP whose gradients notebook 02's `backpropagation` computes by hand ---
 MYNET_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 _MYNET_FUNCTIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda z: z}
 
