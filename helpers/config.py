@@ -1,18 +1,9 @@
-"""Settings for the whole series, read once from the environment.
+"""Settings for the whole series, read once from the ``HELPERS_*`` environment variables.
 
-| variable              | meaning                                                   | default                        |
-|-----------------------|-----------------------------------------------------------|--------------------------------|
-| ``HELPERS_QUICK``     | ``1`` for the small, fast configuration used by CI         | ``0``                          |
-| ``HELPERS_DATA_DIR``  | where data sets are downloaded and cached                  | ``<repo>/data``                |
-| ``HELPERS_FIGURES_DIR`` | where figures and run records go                         | ``<repo>/figures`` (full), ``<repo>/build/quick-figures`` (quick) |
-| ``HELPERS_DEVICE``    | ``cpu``, ``cuda``, ``cuda:N`` or ``mps``                   | ``cuda`` if available, else ``cpu`` |
-| ``HELPERS_SEED``      | integer seed for every run                                 | ``0``                          |
-| ``HELPERS_DATA_SOURCE`` | ``auto``, ``real`` or ``offline`` (see ``helpers.data``) | ``auto``                       |
-| ``HELPERS_MNIST_DATASET`` | ``mnist`` or ``fashion_mnist``: the data of notebooks 05 and 06 | ``mnist``                 |
-| ``HELPERS_PROGRESS``  | ``auto`` (bars in a terminal or Jupyter), ``1`` or ``0``    | ``auto``                       |
-
-Quick mode changes sizes and epochs, never the code path. Quick runs write their
-figures to a scratch folder so they never overwrite the committed report figures.
+``HELPERS_QUICK``, ``HELPERS_DATA_DIR``, ``HELPERS_FIGURES_DIR``, ``HELPERS_DEVICE``, ``HELPERS_SEED``,
+``HELPERS_DATA_SOURCE``, ``HELPERS_MNIST_DATASET``, ``HELPERS_PROGRESS``: the README's settings table
+gives their meaning and defaults. Quick mode changes sizes and epochs, never the code path, and
+writes figures to a scratch folder so it never overwrites the committed report figures.
 """
 
 from __future__ import annotations
@@ -94,25 +85,17 @@ def parse_device(raw: str | None) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise SettingsError(f"HELPERS_DEVICE={raw!r} is not a device; {valid}.") from None
-    if device.type == "cpu":
-        return device
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SettingsError(
-                f"HELPERS_DEVICE={raw!r} but CUDA is not available on this machine; "
-                f"use HELPERS_DEVICE=cpu. {valid}."
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise SettingsError(
-                f"HELPERS_DEVICE={raw!r} but only {torch.cuda.device_count()} CUDA device(s) exist; "
-                f"{valid} with N < {torch.cuda.device_count()}."
-            )
-        return device
-    if device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise SettingsError(f"HELPERS_DEVICE={raw!r} but MPS is not available; {valid}.")
-        return device
-    raise SettingsError(f"HELPERS_DEVICE={raw!r} is not supported; {valid}.")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    shown = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}
+    if device.type not in available:
+        raise SettingsError(f"HELPERS_DEVICE={raw!r} is not supported; {valid}.")
+    if not available[device.type]:
+        raise SettingsError(f"HELPERS_DEVICE={raw!r} but {shown[device.type]} is not available on this machine; "
+                            f"use HELPERS_DEVICE=cpu. {valid}.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SettingsError(f"HELPERS_DEVICE={raw!r} but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                            f"{valid} with N < {torch.cuda.device_count()}.")
+    return device
 
 
 def _path(env, name: str, default: Path) -> Path:
