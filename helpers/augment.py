@@ -1,8 +1,6 @@
 """Data augmentation: a random shift and small rotation of its own for every image of a batch.
 
-One affine matrix per image, applied to the whole batch at once with ``F.affine_grid`` +
-``F.grid_sample`` on the batch's device. (A torchvision transform called on a batch draws
-one shift for all of its images, which is not augmentation.)
+(A torchvision transform called on a batch draws one shift for all of its images.)
 """
 
 from __future__ import annotations
@@ -15,15 +13,11 @@ import torch.nn.functional as F
 
 def random_affine(x: torch.Tensor, generator: torch.Generator, max_shift: float = 2.0,
                   max_degrees: float = 10.0) -> torch.Tensor:
-    """``x`` with each image shifted and rotated by its own random amounts.
+    """``x`` (N x C x H x W, any device) with each image shifted and rotated by its own random amounts.
 
-    x: N x C x H x W float images on any device. generator: a seeded CPU ``torch.Generator``;
-    the N x 3 parameters are drawn from it (the same numbers on every device), uniform in
-    [-max_shift, max_shift] pixels for the horizontal and vertical shift and in
-    [-max_degrees, max_degrees] for the rotation about the image centre. Pixels that come
-    from outside the image repeat the border (the background of a digit).
-    Returns N x C x H x W. With both ranges 0 it returns ``x`` up to the rounding of the
-    interpolation (~1e-5).
+    The N x 3 parameters come from the seeded CPU ``generator`` (the same on every device): shifts
+    uniform in [-max_shift, max_shift] pixels, rotation about the centre in [-max_degrees, max_degrees].
+    Pixels from outside the image repeat the border. Returns N x C x H x W.
     """
     if x.ndim != 4:
         raise ValueError(f"x must be N x C x H x W, got shape {tuple(x.shape)}.")

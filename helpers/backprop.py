@@ -1,8 +1,4 @@
-"""Gradient checks (relative error, finite differences, autograd) and the graders of notebooks 01, 02, 03, 05, 06.
-
-A grader compares the student's function or class with a reference that shares no code with the solution
-(autograd, finite differences, torch.optim.SGD, nn.BatchNorm1d, a hand-computed case) through an :class:`Exercise`.
-"""
+"""Gradient checks (relative error, finite differences, autograd) and the graders of notebooks 01, 02, 03, 05, 06."""
 
 from __future__ import annotations
 
@@ -22,6 +18,7 @@ from helpers.models import MyNet
 
 AUTOGRAD_TOL = 1e-10  # manual vs autograd, float64
 FINITE_DIFF_TOL = 1e-6  # manual vs central finite differences, float64
+F64 = torch.float64
 
 
 # -------------------- Gradient checks -----------------------------------------------------------
@@ -34,46 +31,35 @@ def _flat(x) -> np.ndarray:
 
 
 def rel_error(a, b) -> float:
-    """``max|a - b| / max(|a| + |b|)``: 0 when equal, ~1 when unrelated, 0 for two zero vectors.
-
-    ``a``, ``b``: arrays or tensors of one size, or equally long sequences of them, compared as one vector.
-    """
+    """``max|a - b| / max(|a| + |b|)`` of equal-sized arrays, tensors or sequences of them; 0 if both are 0."""
     a, b = _flat(a), _flat(b)
     if a.shape != b.shape:
         raise ValueError(f"rel_error needs equal sizes, got {a.size} and {b.size} elements.")
-    if a.size == 0:
-        return 0.0
-    return float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a) + np.abs(b))), 1e-300)
+    scale = np.max(np.abs(a) + np.abs(b), initial=0.0)
+    return float(np.max(np.abs(a - b), initial=0.0) / max(scale, 1e-300))
 
 
 def numerical_gradient(f: Callable, x, h: float = 1e-5):
-    """Central differences ``(f(x + h e_i) - f(x - h e_i)) / 2h`` of a scalar ``f`` at ``x``, shaped like ``x``.
-
-    ``x``: NumPy array or contiguous tensor (float64 recommended), each element perturbed in place and restored
-    (so ``f`` may be a closure over ``x``). ``2 x.size`` calls of ``f``: for small problems.
-    """
+    """Central differences of a scalar ``f`` at ``x`` (array or tensor, perturbed in place and restored)."""
     if h <= 0:
         raise ValueError(f"step h must be > 0, got {h}.")
     is_tensor = isinstance(x, torch.Tensor)
-    if is_tensor and x.requires_grad:
-        raise ValueError("numerical_gradient perturbs x in place: pass x.detach() (or a clone).")
+    if is_tensor and (x.requires_grad or not x.is_contiguous()):
+        raise ValueError("numerical_gradient perturbs x in place: pass x.detach().contiguous() (or a clone).")
     grad = torch.zeros_like(x) if is_tensor else np.zeros_like(x, dtype=np.float64)
     flat_x, flat_g = x.reshape(-1), grad.reshape(-1)
-    if is_tensor and flat_x.data_ptr() != x.data_ptr():
-        raise ValueError("numerical_gradient needs a contiguous x (call .contiguous()).")
     for i in range(flat_x.shape[0]):
         old = flat_x[i].item()
         flat_x[i] = old + h
         f_plus = float(f(x))
         flat_x[i] = old - h
-        f_minus = float(f(x))
+        flat_g[i] = (f_plus - float(f(x))) / (2 * h)
         flat_x[i] = old
-        flat_g[i] = (f_plus - f_minus) / (2 * h)
     return grad
 
 
 def autograd_gradients(loss_fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Gradients of the scalar ``loss_fn(*tensors)`` with respect to each tensor (autograd on detached copies)."""
+    """Gradients of the scalar ``loss_fn(*tensors)`` with respect to each tensor (on detached copies)."""
     leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
     loss = loss_fn(*leaves)
     if loss.dim() != 0:
@@ -83,14 +69,14 @@ def autograd_gradients(loss_fn: Callable[..., torch.Tensor], *tensors: torch.Ten
 
 def finite_difference_gradients(loss_fn: Callable, *tensors, h: float = 1e-5) -> tuple:
     """Central-difference gradients of ``loss_fn(*tensors)`` with respect to each tensor (on copies)."""
-    copies = [t.detach().clone() if isinstance(t, torch.Tensor) else np.array(t, dtype=np.float64) for t in tensors]
+    copies = [t.detach().clone() for t in tensors]
     return tuple(numerical_gradient(lambda x, i=i: loss_fn(*copies[:i], x, *copies[i + 1:]), copies[i], h)
                  for i in range(len(copies)))
 
 
 # -------------------- Exercise reports (every grader uses one) -----------------------------------
 def _items(result, n: int) -> list:
-    """The first ``n`` items of a student's result, None for each missing one (or all, if the call failed)."""
+    """The first ``n`` items of a student's result, None for each missing one (all, if it has no items)."""
     try:
         items = list(result)
     except TypeError:
@@ -98,11 +84,8 @@ def _items(result, n: int) -> list:
     return (items + [None] * n)[:n]
 
 
-class Exercise:
-    """The checks of one exercise: one printed line per check, AssertionError at the end if any failed.
-
-    ``with Exercise("02-backpropagation-check") as ex: ex.close("dW1", dW1, reference)``.
-    """
+class Exercise(contextlib.AbstractContextManager):
+    """``with Exercise(grade_id) as ex:`` one printed line per check, AssertionError at the end if any failed."""
 
     def __init__(self, grade_id: str):
         self.grade_id = grade_id
@@ -115,25 +98,28 @@ class Exercise:
             self.failures.append(name)
         return passed
 
-    def call(self, name: str, fn: Callable, *args, **kwargs):
-        """``fn(*args, **kwargs)``, or a failed check naming the exception (then None)."""
+    def call(self, name: str, fn: Callable, *args):
+        """``fn(*args)``, or a failed check naming the exception (then None)."""
         try:
-            return fn(*args, **kwargs)
+            return fn(*args)
         except NotImplementedError:
             self.check(name, False, "not implemented yet (the solution region still raises NotImplementedError)")
         except Exception as err:  # noqa: BLE001 - any student error is a failed check
             self.check(name, False, f"raised {type(err).__name__}: {err}")
         return None
 
+    def runs(self, name: str, fn: Callable, *args) -> bool:
+        """:meth:`call` of a function called for its side effects: True if it returned."""
+        return self.call(name, lambda: fn(*args) or True) is not None
+
     def signature(self, fn: Callable, params: Sequence[str]) -> bool:
         """Check that ``fn`` takes the named parameters first, in this order."""
         try:
             names = list(inspect.signature(fn).parameters)
         except (TypeError, ValueError):
-            names = None
-        ok = names is not None and names[:len(params)] == list(params)
-        return self.check(f"signature of {getattr(fn, '__name__', fn)}", ok,
-                          f"expected ({', '.join(params)}), got ({', '.join(names or ['?'])})")
+            names = ["?"]
+        return self.check(f"signature of {getattr(fn, '__name__', fn)}", names[:len(params)] == list(params),
+                          f"expected ({', '.join(params)}), got ({', '.join(names)})")
 
     def close(self, name: str, got, ref, tol: float = AUTOGRAD_TOL) -> bool:
         """Check that ``got`` has the shape of ``ref`` (a tensor, array or number) and ``rel_error <= tol``."""
@@ -148,8 +134,14 @@ class Exercise:
         for name, g, r in zip(names, _items(got, len(names)), refs):
             self.close(f"{name} {where}".rstrip(), g, r, tol)
 
-    def __enter__(self) -> Exercise:
-        return self
+    def gradients(self, names, got, loss: Callable, tensors, where: str = "", fd_step: float = 0,
+                  fd_tol: float = FINITE_DIFF_TOL) -> None:
+        """``got`` (one gradient per tensor) vs autograd of ``loss(*tensors)``, and finite differences if ``fd_step``."""
+        where = f" ({where})" if where else ""
+        self.close_each(names, got, autograd_gradients(loss, *tensors), AUTOGRAD_TOL, f"vs autograd{where}")
+        if fd_step:
+            fd = finite_difference_gradients(loss, *tensors, h=fd_step)
+            self.close_each(names, got, fd, fd_tol, f"vs finite differences{where}")
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None and not issubclass(exc_type, AssertionError):
@@ -160,20 +152,9 @@ class Exercise:
         return exc is None and exc_type is not None
 
 
-def _gradient_checks(ex: Exercise, names, got, loss: Callable, tensors, where: str = "", fd_step: float = 0,
-                     fd_tol: float = FINITE_DIFF_TOL) -> None:
-    """``got`` (one gradient per tensor) vs autograd of the scalar ``loss(*tensors)``, then, if ``fd_step``,
-    vs central finite differences with that step; checks named ``"dA vs autograd (where)"``."""
-    where = f" ({where})" if where else ""
-    ex.close_each(names, got, autograd_gradients(loss, *tensors), AUTOGRAD_TOL, f"vs autograd{where}")
-    if fd_step:
-        fd = finite_difference_gradients(loss, *tensors, h=fd_step)
-        ex.close_each(names, got, fd, fd_tol, f"vs finite differences{where}")
-
-
-# -------------------- Matrix chain (notebook 01); the reference loss runs one sample at a time ---
+# -------------------- Matrix chain (notebook 01) -------------------------------------------------
 def _chain_loss(X, A, B, C):
-    """Mean over the rows x of X (N x K) of ‖C(σ(Ax) ⊙ Bx)‖²; A, B, C: K x K."""
+    """Mean over the rows x of X (N x K), one at a time, of ‖C(σ(Ax) ⊙ Bx)‖²; A, B, C: K x K."""
     return sum(((C @ (torch.sigmoid(A @ x) * (B @ x))) ** 2).sum() for x in X) / X.shape[0]
 
 
@@ -181,14 +162,13 @@ def _chain_problems():
     """``(label, X, A, B, C)``, float64, N != K: standard inputs, then 5*randn+12 with a second seed."""
     for seed, N, K, scale, shift in ((0, 5, 3, 1, 0), (1, 7, 4, 5, 12)):
         gen = torch.Generator().manual_seed(seed)
-        X = scale * torch.randn(N, K, generator=gen, dtype=torch.float64) + shift
-        yield (f"N={N}, K={K}, X={scale}*randn+{shift}", X,
-               *(torch.randn(K, K, generator=gen, dtype=torch.float64) / K**0.5 for _ in range(3)))
+        X = scale * torch.randn(N, K, generator=gen, dtype=F64) + shift
+        A, B, C = (torch.randn(K, K, generator=gen, dtype=F64) / K**0.5 for _ in range(3))
+        yield f"N={N}, K={K}, X={scale}*randn+{shift}", X, A, B, C
 
 
-# by hand: loss 2.5 and dA, dB, dC = 4.5, 5, 2.5 at
-PINNED = "pinned X=[[1],[2]], A=0, B=1, C=2", [torch.tensor(v, dtype=torch.float64)
-                                                for v in ([[1.0], [2.0]], [[0.0]], [[1.0]], [[2.0]])]
+PINNED = "pinned X=[[1],[2]], A=0, B=1, C=2"  # by hand: loss 2.5 and dA, dB, dC = 4.5, 5, 2.5
+PINNED_XABC = [torch.tensor(v, dtype=F64) for v in ([[1.0], [2.0]], [[0.0]], [[1.0]], [[2.0]])]
 
 
 def grade_matrix_chain_loss(fn: Callable) -> None:
@@ -198,27 +178,28 @@ def grade_matrix_chain_loss(fn: Callable) -> None:
         for label, X, A, B, C in _chain_problems():
             L = ex.call(f"loss ({label})", fn, X, A, B, C)
             ex.close(f"loss vs per-sample sum ({label})", L, _chain_loss(X, A, B, C))
-        ex.close(f"loss {PINNED[0]}", ex.call("pinned case", fn, *PINNED[1]), 2.5, 1e-15)
+        ex.close(f"loss {PINNED}", ex.call("pinned case", fn, *PINNED_XABC), 2.5, 1e-15)
 
 
 def grade_matrix_chain_grads(fn: Callable) -> None:
-    """``matrix_chain_grads``: dA, dB, dC each vs autograd and finite differences; a pinned case."""
+    """``matrix_chain_grads``: dA, dB, dC vs autograd (and finite differences, first problem); a hand case."""
+    names = ["dA", "dB", "dC"]
     with Exercise("01-matrix-chain-grads-check") as ex:
         ex.signature(fn, ["X", "A", "B", "C"])
         for i, (label, X, A, B, C) in enumerate(_chain_problems()):
             if (got := ex.call(f"matrix_chain_grads ({label})", fn, X, A, B, C)) is not None:
-                loss = lambda *M, X=X: _chain_loss(X, *M)  # noqa: E731 - the grader's loss, never the student's
-                _gradient_checks(ex, ["dA", "dB", "dC"], got, loss, (A, B, C), label, fd_step=1e-5 if i == 0 else 0)
-        ex.close_each(["dA", "dB", "dC"], ex.call("pinned case", fn, *PINNED[1]),
-                      [torch.tensor([[v]], dtype=torch.float64) for v in (4.5, 5.0, 2.5)], 1e-15, PINNED[0])
+                loss = functools.partial(_chain_loss, X)  # the grader's loss, never the student's
+                ex.gradients(names, got, loss, (A, B, C), label, fd_step=1e-5 if i == 0 else 0)
+        by_hand = [torch.tensor([[v]], dtype=F64) for v in (4.5, 5.0, 2.5)]
+        ex.close_each(names, ex.call("pinned case", fn, *PINNED_XABC), by_hand, 1e-15, PINNED)
 
 
 def grade_central_difference(fn: Callable) -> None:
     """``central_difference(f, x, h)``: exact on a quadratic (a one-sided difference is not), O(h²) on sin."""
     with Exercise("01-central-difference-check") as ex:
         ex.signature(fn, ["f", "x", "h"])
-        x = torch.tensor([[0.3, -1.2, 2.0], [0.5, 0.0, -0.7]], dtype=torch.float64)
-        c, x_before = torch.arange(1.0, 7.0, dtype=torch.float64).view(2, 3), x.clone()
+        x = torch.tensor([[0.3, -1.2, 2.0], [0.5, 0.0, -0.7]], dtype=F64)
+        c, x_before = torch.arange(1.0, 7.0, dtype=F64).view(2, 3), x.clone()
         for name, f, exact, h in (("Σ c x²", lambda t: (c * t**2).sum(), 2 * c * x, 1e-3),
                                   ("Σ sin x", lambda t: torch.sin(t).sum(), torch.cos(x), 1e-5)):
             got = ex.call(f"gradient of {name}", fn, f, x, h)
@@ -229,7 +210,7 @@ def grade_central_difference(fn: Callable) -> None:
 def grade_dropped_mean(fn: Callable) -> None:
     """``rel_error_without_mean(N)``: the rel. error of N·g against g, as measured here on a random g."""
     with Exercise("01-dropped-mean-check") as ex:
-        g, Ns = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), (1, 2, 6, 100)
+        g, Ns = torch.randn(4, 4, dtype=F64, generator=torch.Generator().manual_seed(0)), (1, 2, 6, 100)
         ex.close_each([f"N={N}" for N in Ns], [ex.call(f"N={N}", fn, N) for N in Ns],
                       [rel_error(N * g, g) for N in Ns], 1e-12, "vs measured rel. error")
 
@@ -238,7 +219,7 @@ def grade_derivative_errors(fn: Callable) -> None:
     """``derivative_errors(f, df, x, hs)`` on f = exp·sin at 0.7: autograd exact to 4 ulp, FD errors as measured."""
     with Exercise("01-derivative-errors-check") as ex:
         f, df = (lambda t: torch.exp(t) * torch.sin(t)), (lambda t: torch.exp(t) * (torch.sin(t) + torch.cos(t)))
-        x, hs = torch.tensor(0.7, dtype=torch.float64), [0.1, 0.01, 0.001]  # truncation dominates at these h
+        x, hs = torch.tensor(0.7, dtype=F64), [0.1, 0.01, 0.001]  # truncation dominates at these h
         auto, fd = _items(ex.call("derivative_errors", fn, f, df, x, hs), 2)
         ulp = np.spacing(float(df(x)))
         ex.check("autograd error <= 4 ulp", auto is not None and 0 <= auto <= 4 * ulp, f"got {auto}")
@@ -253,18 +234,15 @@ def _sse(model, x, y) -> Callable:
     return lambda *params: ((functional_call(model, dict(zip(keys, params)), x) - y) ** 2).sum()
 
 
-def _run_backprop(ex: Exercise, fn: Callable, model, x, y, where: str, clear: bool = True):
-    """No-grad forward, then the student's ``fn``: the list of ``.grad`` if each has its parameter's shape."""
+def _backprop_grads(ex: Exercise, fn: Callable, model, x, y, where: str, clear: bool = True):
+    """No-grad forward, then the student's ``fn``: the ``.grad`` of each parameter, or None if ``fn`` failed."""
     if clear:
         model.zero_grad(set_to_none=True)
     with torch.no_grad():
         y_pred = model(x)
-    if ex.call(f"backpropagation ({where})", lambda: (fn(model, y, y_pred), True)[1]) is None:
-        return None
-    bad = [f"{n}.grad is {None if p.grad is None else tuple(p.grad.shape)}, expected {tuple(p.shape)}"
-           for n, p in model.named_parameters() if p.grad is None or p.grad.shape != p.shape]
-    ok = ex.check(f"every .grad has its parameter's shape ({where})", not bad, "; ".join(bad))
-    return [p.grad.detach().clone() for p in model.parameters()] if ok else None
+    if ex.runs(f"backpropagation ({where})", fn, model, y, y_pred):
+        return [p.grad if p.grad is None else p.grad.clone() for p in model.parameters()]
+    return None
 
 
 def grade_backpropagation(fn: Callable) -> None:
@@ -273,24 +251,24 @@ def grade_backpropagation(fn: Callable) -> None:
         ex.signature(fn, ["model", "y_true", "y_pred"])
         for seed, scale, shift in ((0, 1, 0), (1, 5, 12)):
             torch.manual_seed(seed)
-            model = MyNet([4, 6, 5, 5, 3], ["relu", "tanh", "sigmoid", "identity"], dtype=torch.float64)
-            x, y = scale * torch.randn(7, 4, dtype=torch.float64) + shift, torch.randn(7, 3, dtype=torch.float64)
+            model = MyNet([4, 6, 5, 5, 3], ["relu", "tanh", "sigmoid", "identity"], dtype=F64)
+            x, y = scale * torch.randn(7, 4, dtype=F64) + shift, torch.randn(7, 3, dtype=F64)
             where, params = f"N=7, x={scale}*randn+{shift}", dict(model.named_parameters())
-            if (got := _run_backprop(ex, fn, model, x, y, where)) is None:
+            if (got := _backprop_grads(ex, fn, model, x, y, where)) is None:
                 continue
-            _gradient_checks(ex, [f"{k}.grad" for k in params], got, _sse(model, x, y), params.values(), where,
-                             fd_step=1e-6 if seed == 0 else 0)
-            if seed == 0:
-                again = _run_backprop(ex, fn, model, x, y, "called twice", clear=False)
-                ex.check("a second call overwrites .grad (no adding)",
-                         again is not None and all(map(torch.equal, again, got)))
-        tiny = MyNet([2, 2, 1], ["relu", "identity"], dtype=torch.float64)
-        W1_b1_W2_b2 = torch.tensor([0.5, -1, 1.5, 0.25] + [0.1, -0.2] + [1, -2] + [0.3], dtype=torch.float64)
+            ex.gradients([f"{k}.grad" for k in params], got, _sse(model, x, y), params.values(), where,
+                         fd_step=1e-6 if seed == 0 else 0)
+            if seed == 0 and None not in got:
+                again = _backprop_grads(ex, fn, model, x, y, "called twice", clear=False)
+                ex.check("a second call overwrites .grad (no adding)", again is not None and
+                         all(a is not None and torch.equal(a, g) for a, g in zip(again, got)))
+        tiny = MyNet([2, 2, 1], ["relu", "identity"], dtype=F64)
+        W1_b1_W2_b2 = torch.tensor([0.5, -1, 1.5, 0.25, 0.1, -0.2, 1, -2, 0.3], dtype=F64)
         torch.nn.utils.vector_to_parameters(W1_b1_W2_b2, tiny.parameters())
-        x, y = torch.tensor([[1.0, 2.0]], dtype=torch.float64), torch.tensor([[0.5]], dtype=torch.float64)
-        want = [torch.tensor(g, dtype=torch.float64) for g in ([[0, 0], [15.2, 30.4]], [0, 15.2], [[0, -13.68]], [-7.6])]
-        if (got := _run_backprop(ex, fn, tiny, x, y, "worked example")) is not None:
-            ex.close_each([f"{n}.grad" for n, _ in tiny.named_parameters()], got, want, 1e-12, "worked example")
+        x, y = torch.tensor([[1.0, 2.0]], dtype=F64), torch.tensor([[0.5]], dtype=F64)
+        by_hand = [torch.tensor(g, dtype=F64) for g in ([[0, 0], [15.2, 30.4]], [0, 15.2], [[0, -13.68]], [-7.6])]
+        if (got := _backprop_grads(ex, fn, tiny, x, y, "worked example")) is not None:
+            ex.close_each([f"{n}.grad" for n, _ in tiny.named_parameters()], got, by_hand, 1e-12, "worked example")
 
 
 def grade_transposed_gradient(fn: Callable) -> None:
@@ -306,16 +284,15 @@ def grade_transposed_gradient(fn: Callable) -> None:
 
 
 def grade_layer_error_norms(fn: Callable) -> None:
-    """``layer_error_norms(model, x, y_true)``: ‖Δˡ‖ of each layer vs autograd's ∂C/∂zˡ, batch 1 and 9."""
+    """``layer_error_norms(model, x, y_true)``: ‖δˡ‖ of each layer vs autograd's ∂C/∂zˡ, batch 1 and 9."""
     with Exercise("02-layer-error-norms-check") as ex, torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = MyNet([4, 6, 6, 6, 2], ["sigmoid", "relu", "tanh", "identity"], dtype=torch.float64)
+        model = MyNet([4, 6, 6, 6, 2], ["sigmoid", "relu", "tanh", "identity"], dtype=F64)
         for N in (1, 9):
-            x, y = torch.randn(N, 4, dtype=torch.float64), torch.randn(N, 2, dtype=torch.float64)
+            x, y = torch.randn(N, 4, dtype=F64), torch.randn(N, 2, dtype=F64)
             got = ex.call(f"layer_error_norms (batch {N})", fn, model, x, y)
             want = [d.norm() for d in torch.autograd.grad(((model(x) - y) ** 2).sum(), model.z)]
-            if ex.check(f"one norm per layer (batch {N})", got is not None and len(got) == 4, f"got {got}"):
-                ex.close_each([f"‖δ^{n}‖" for n in range(1, 5)], got, want, 1e-10, f"vs autograd (batch {N})")
+            ex.close_each([f"‖δ^{n}‖" for n in range(1, 5)], got, want, 1e-10, f"vs autograd (batch {N})")
 
 
 # -------------------- SGD (notebook 03): the student's update vs torch.optim.SGD on a small net -----
@@ -327,14 +304,13 @@ BAD_SGD_SETTINGS = [{"lr": -0.1}, {"lr": 0.1, "momentum": -0.5}, {"lr": 0.1, "we
                     {"lr": 0.1, "nesterov": True}, {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True}]
 
 
-def sgd_trajectory(make_opt: Callable, lr_decay: float = 1.0, zero_grad: bool = True) -> list[dict]:
-    """Parameters of a seeded 40-30-10 ReLU net after each of 4 steps on one batch by ``make_opt(params)``
-    (an optimizer, or a function ``step()``), with an ExponentialLR(gamma=lr_decay) schedule if lr_decay != 1."""
+def _sgd_trajectory(make_opt: Callable, lr_decay: float = 1.0, zero_grad: bool = True) -> list[dict]:
+    """Parameters of a seeded 40-30-10 ReLU net after each of 4 steps of ``make_opt(params)`` on one batch."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Linear(40, 30), torch.nn.ReLU(), torch.nn.Linear(30, 10))
         x, y = torch.randn(16, 40), torch.randn(16, 10)
-    opt, trajectory = make_opt(net.parameters()), []
+    opt, trajectory = make_opt(net.parameters()), []  # an optimizer, or a function step()
     schedule = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_decay) if lr_decay != 1 else None
     for _ in range(4):
         if zero_grad:
@@ -350,15 +326,15 @@ def sgd_trajectory(make_opt: Callable, lr_decay: float = 1.0, zero_grad: bool = 
 def _check_trajectory(ex: Exercise, name: str, make_opt: Callable, reference: dict, exact: bool = True,
                       lr_decay: float = 1.0, ref_zero_grad: bool = True) -> bool:
     """One check: ``make_opt`` follows ``torch.optim.SGD(**reference)`` step by step (torch.equal or allclose)."""
-    ref = sgd_trajectory(lambda ps: torch.optim.SGD(ps, **reference), lr_decay, ref_zero_grad)
-    got = ex.call(name, sgd_trajectory, make_opt, lr_decay)
-    same = torch.equal if exact else lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    ref = _sgd_trajectory(lambda ps: torch.optim.SGD(ps, **reference), lr_decay, ref_zero_grad)
+    got = ex.call(name, _sgd_trajectory, make_opt, lr_decay)
+    same = torch.equal if exact else functools.partial(torch.allclose, rtol=1e-5, atol=1e-7)
     for step, (g, r) in enumerate(zip(got or [], ref), start=1):
         if bad := [k for k in r if not same(g[k], r[k])]:
             return ex.check(name, False, f"after step {step}, {bad[0]} differs in {(g[bad[0]] != r[bad[0]]).sum()} "
                                          f"of {r[bad[0]].numel()} elements")
-    return got is not None and ex.check(name, True, f"{'torch.equal' if exact else 'allclose'} to torch.optim.SGD "
-                                                    f"after each of {len(ref)} steps")
+    how = "torch.equal" if exact else "allclose"
+    return got is not None and ex.check(name, True, f"{how} to torch.optim.SGD after each of {len(ref)} steps")
 
 
 def _raised(opt_cls, kwargs: dict) -> str:
@@ -406,8 +382,7 @@ PARAM_NAMES = ("W1", "b1", "W2", "b2")
 
 @contextlib.contextmanager
 def _numpy_problem(ex: Exercise, cls):
-    """float64 ``cls(12, 7, 5)`` with biases != 0 (None if that fails), X = 5 randn + 12 (9 x 12), labels y (9) and
-    torch copies of W1, b1, W2, b2, with torch's sigmoid, sigmoid_grad and softmax in the notebook meanwhile."""
+    """``(net, X, y, [W1, b1, W2, b2] in torch)``: float64 ``cls(12, 7, 5)``, biases != 0; torch activations swapped in."""
     with mock.patch.dict(cls.__init__.__globals__, {"sigmoid_grad": lambda H: H * (1 - H),
                                                     "sigmoid": lambda Z: torch.sigmoid(torch.as_tensor(Z)).numpy(),
                                                     "softmax": lambda Z: torch.softmax(torch.as_tensor(Z), 1).numpy()}):
@@ -426,10 +401,9 @@ def grade_activations(sigmoid, sigmoid_grad, softmax) -> None:
     H, P = torch.sigmoid(Z), torch.softmax(Z, 1)
     dH = torch.autograd.grad(H.sum(), Z)[0]
     with Exercise("05-activations-check") as ex, np.errstate(over="raise", invalid="raise", divide="raise"):
-        for name, fn, arg, ref in (("sigmoid", sigmoid, "Z", H), ("softmax", softmax, "Z", P),
-                                   ("sigmoid_grad", sigmoid_grad, "H", dH)):
-            x = (Z if arg == "Z" else H).detach().numpy().copy()
-            ex.close(f"{name}({arg})", ex.call(name, fn, x), ref, 1e-12)
+        for name, fn, arg, ref in (("sigmoid(Z)", sigmoid, Z, H), ("softmax(Z)", softmax, Z, P),
+                                   ("sigmoid_grad(H)", sigmoid_grad, H, dH)):
+            ex.close(name, ex.call(name, fn, arg.detach().numpy().copy()), ref, 1e-12)
 
 
 def grade_numpy_forward(cls) -> None:
@@ -441,18 +415,18 @@ def grade_numpy_forward(cls) -> None:
             ex.close("P (probabilities)", getattr(net, "P", None), torch.softmax(H @ W2 + b2, 1), 1e-12)
 
 
-def grade_numpy_backward(cls, act=torch.sigmoid, grade_id: str = "05-backward-check") -> None:
+def grade_numpy_backward(cls) -> None:
     """update_grad(y), given reference X, H, P: each *_grad vs autograd and vs central finite differences."""
-    with Exercise(grade_id) as ex, _numpy_problem(ex, cls) as (net, X, y, (W1, b1, W2, b2)):
+    with Exercise("05-backward-check") as ex, _numpy_problem(ex, cls) as (net, X, y, (W1, b1, W2, b2)):
         if net is None:
             return
-        net.X, net.H = X.numpy(), act(X @ W1 + b1).numpy()
+        net.X, net.H = X.numpy(), torch.sigmoid(X @ W1 + b1).numpy()
         net.P = torch.softmax(torch.from_numpy(net.H) @ W2 + b2, 1).numpy()
-        if ex.call("update_grad(y)", lambda: net.reset_grad() or net.update_grad(y.numpy()) or 1):
-            loss = lambda W1, b1, W2, b2: F.cross_entropy(act(X @ W1 + b1) @ W2 + b2, y, reduction="sum")  # noqa: E731
+        if ex.runs("update_grad(y)", net.update_grad, y.numpy()):
+            loss = lambda W1, b1, W2, b2: F.cross_entropy(torch.sigmoid(X @ W1 + b1) @ W2 + b2, y, reduction="sum")  # noqa: E731
             names = [f"{n}_grad" for n in PARAM_NAMES]
-            _gradient_checks(ex, names, [getattr(net, n, None) for n in names], loss, (W1, b1, W2, b2), fd_step=1e-5,
-                             fd_tol=1e-7)
+            ex.gradients(names, [getattr(net, n, None) for n in names], loss, (W1, b1, W2, b2), fd_step=1e-5,
+                         fd_tol=1e-7)
 
 
 def grade_numpy_update(cls, mean: bool = True, grade_id: str = "05-update-check") -> None:
@@ -461,12 +435,12 @@ def grade_numpy_update(cls, mean: bool = True, grade_id: str = "05-update-check"
         if net is None:
             return
         for name, p in zip(PARAM_NAMES, params):
-            p.grad = torch.randn(p.shape, dtype=torch.float64)
+            p.grad = torch.randn(p.shape, dtype=F64)
             setattr(net, f"{name}_grad", p.grad.numpy().copy())
             p.grad /= 9 if mean else 1  # torch steps on the batch mean (or the sum)
         net.n_accumulated = 9
         torch.optim.SGD(params, lr=0.3).step()
-        if ex.call("update_params(0.3)", lambda: net.update_params(0.3) or 1):
+        if ex.runs("update_params(0.3)", net.update_params, 0.3):
             ex.close_each(PARAM_NAMES, [getattr(net, n, None) for n in PARAM_NAMES], params, 1e-12)
 
 
@@ -479,39 +453,37 @@ def grade_overfitting(fn) -> None:
                      f"expected {expected}, got {got}")
 
 
-# -------------------- Batch norm (notebook 06): vs nn.BatchNorm1d and autograd, float64 -----------
+# -------------------- Batch norm (notebook 06): vs nn.BatchNorm1d, autograd, finite differences ----
 def _bn_inputs(seed: int, N: int, D: int) -> list[torch.Tensor]:
     """float64 ``x`` (N x D, 5 randn + 12), ``gamma`` (D, 1 + randn), ``beta`` (D, 0.5 + randn), ``dout`` (N x D)."""
     g = torch.Generator().manual_seed(seed)
-    return [a * torch.randn(s, generator=g, dtype=torch.float64) + b
+    return [a * torch.randn(s, generator=g, dtype=F64) + b
             for s, a, b in (((N, D), 5, 12), (D, 1, 1), (D, 1, 0.5), ((N, D), 1, 0))]
 
 
 def grade_batchnorm_forward(batchnorm_forward: Callable) -> None:
     """Two training batches, then eval mode, against ``nn.BatchNorm1d``; then the hand case x = [1, 3]."""
-    def out_of(result):  # batchnorm_forward returns (out, cache)
-        return result[0] if isinstance(result, tuple) and result else result
-
     with Exercise("06-batchnorm-forward-check") as ex:
         ex.signature(batchnorm_forward, ["x", "gamma", "beta", "running_mean", "running_var", "momentum", "eps"])
         x, gamma, beta, _ = _bn_inputs(seed=0, N=6, D=4)
-        bn = torch.nn.BatchNorm1d(4, dtype=torch.float64)  # momentum 0.1, eps 1e-5, running stats start at 0, 1
+        bn = torch.nn.BatchNorm1d(4, dtype=F64)  # momentum 0.1, eps 1e-5, running stats start at 0, 1
         bn.weight.data, bn.bias.data, mean, var = gamma, beta, bn.running_mean.clone(), bn.running_var.clone()
         for name, batch, training in (("batch 1", x, True), ("batch 2", 3 - 0.5 * x, True), ("eval", x, False)):
-            out = ex.call(f"out ({name})", batchnorm_forward, batch, gamma, beta, mean, var, 0.1, 1e-5, training)
+            out, _ = _items(ex.call(f"out ({name})", batchnorm_forward, batch, gamma, beta, mean, var, 0.1, 1e-5,
+                                    training), 2)  # (out, cache)
             ref = bn.train(training)(batch).detach()  # in training mode, updates bn.running_mean and running_var
             ex.close_each([f"out ({name})", f"running_mean (after {name})", f"running_var (after {name})"],
-                          [out_of(out), mean, var], [ref, bn.running_mean, bn.running_var])
-        stats = torch.tensor([0.0, 1.0], dtype=torch.float64)  # by hand: mean 2, variance 1 (biased), 2 (unbiased)
-        out = ex.call("hand case", batchnorm_forward, torch.tensor([[1.0], [3.0]], dtype=torch.float64),
-                      2 * stats[1:], stats[1:].clone(), stats[:1], stats[1:])
-        ex.close("hand case x = [1, 3], gamma 2, beta 1 -> out [-1, 3]", out_of(out),
-                 torch.tensor([[-1.0], [3.0]], dtype=torch.float64), 1e-5)
-        ex.close("hand case -> running_mean 0.2, running_var 1.1", stats, torch.tensor([0.2, 1.1], dtype=torch.float64))
+                          [out, mean, var], [ref, bn.running_mean, bn.running_var])
+        stats = torch.tensor([0.0, 1.0], dtype=F64)  # by hand: mean 2, variance 1 (biased), 2 (unbiased)
+        out, _ = _items(ex.call("hand case", batchnorm_forward, torch.tensor([[1.0], [3.0]], dtype=F64),
+                                2 * stats[1:], stats[1:].clone(), stats[:1], stats[1:]), 2)
+        ex.close("hand case x = [1, 3], gamma 2, beta 1 -> out [-1, 3]", out, torch.tensor([[-1.0], [3.0]], dtype=F64),
+                 1e-5)
+        ex.close("hand case -> running_mean 0.2, running_var 1.1", stats, torch.tensor([0.2, 1.1], dtype=F64))
 
 
 def grade_batchnorm_backward(batchnorm_backward: Callable) -> None:
-    """``(dx, dgamma, dbeta)`` against autograd through ``F.batch_norm``; the grader builds the cache itself."""
+    """``(dx, dgamma, dbeta)`` vs autograd and finite differences through ``F.batch_norm``, from our own cache."""
     with Exercise("06-batchnorm-backward-check") as ex:
         ex.signature(batchnorm_backward, ["dout", "cache"])
         x, gamma, beta, dout = _bn_inputs(seed=1, N=7, D=3)
@@ -519,14 +491,14 @@ def grade_batchnorm_backward(batchnorm_backward: Callable) -> None:
         cache = (x_hat, gamma, 1 / torch.sqrt(x.var(0, unbiased=False) + 1e-5))  # the layout of the docstring
         got = ex.call("batchnorm_backward", batchnorm_backward, dout, cache)
         loss = lambda *p: (F.batch_norm(p[0], None, None, p[1], p[2], True) * dout).sum()  # noqa: E731
-        _gradient_checks(ex, ["dx", "dgamma", "dbeta"], got, loss, (x, gamma, beta))
+        ex.gradients(["dx", "dgamma", "dbeta"], got, loss, (x, gamma, beta), fd_step=1e-6)
 
 
 def grade_eval_logits(eval_logits: Callable) -> None:
     """``eval_logits(model, x)`` for a batch-norm + dropout model handed over in training mode."""
     with Exercise("06-forget-eval-check") as ex, torch.random.fork_rng():
         torch.manual_seed(0)
-        x, nn = 5 * torch.randn(9, 5, dtype=torch.float64) + 12, torch.nn
+        x, nn = 5 * torch.randn(9, 5, dtype=F64) + 12, torch.nn
         model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 3)).double()
         model(x + 1)  # in training mode: the running statistics move away from 0 and 1
         before, reference = [t.clone() for t in model.state_dict().values()], model.eval()(x).detach()

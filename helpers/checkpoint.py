@@ -1,9 +1,8 @@
 """Saving and loading model weights safely, and atomic file writes.
 
-Checkpoints hold a ``state_dict`` only (names -> tensors), read back with
-``torch.load(weights_only=True)``, which refuses to unpickle anything else, so a tampered
-or foreign file cannot run code. Writes go to a temporary file in the same folder, are
-fsynced and renamed into place: an interrupted save never leaves a half file.
+Checkpoints hold a ``state_dict`` only, read back with ``torch.load(weights_only=True)``, which
+unpickles nothing else: a tampered file cannot run code. Writes go to a temporary file, are fsynced
+and renamed into place: an interrupted save never leaves a half file.
 """
 
 from __future__ import annotations
@@ -45,8 +44,8 @@ def save_checkpoint(model_or_state: nn.Module | dict, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save({k: v.detach().cpu() for k, v in state.items()}, f))
 
 
-def load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state_dict with ``weights_only=True``; clear errors for bad files."""
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load the weights at ``path`` into ``model`` (strict names and shapes); returns the model."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; train the model first or check the path.")
@@ -57,12 +56,6 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
                               f"tensors and plain containers; tampered, truncated or not a state_dict?): {err}") from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} does not hold a state_dict (name -> tensor).")
-    return state
-
-
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load the weights at ``path`` into ``model`` (strict names and shapes); returns the model."""
-    state = load_state(path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -1,7 +1,6 @@
 """Plotting for the whole series: one style, deterministic export, reusable figures.
 
-Everything here takes plain arrays, tensors or dicts of lists; nothing imports the
-rest of ``helpers`` except ``config`` (for the figures folder).
+Everything here takes plain arrays, tensors or dicts of lists.
 """
 
 from __future__ import annotations
@@ -30,50 +29,34 @@ _METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
 mpl.rcParams.update(STYLE)
 
 
-def _check_name(name: str) -> None:
+def savefig(fig: plt.Figure, name: str, formats: Sequence[str] = ("png", "svg", "pdf")) -> list[Path]:
+    """Write ``fig`` to ``<figures_dir>/<name>.png``, ``.svg`` and ``.pdf`` (the one a LaTeX report
+    includes), byte-identical for the same code; returns the paths. Quick mode writes to a scratch folder."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"figure name {name!r} must be a plain file stem like '01_loss_curves'.")
-
-
-def savefig(fig: plt.Figure, name: str, formats: Sequence[str] = ("png", "svg", "pdf")) -> list[Path]:
-    """Write ``fig`` to ``<figures_dir>/<name>.png``, ``.svg`` and ``.pdf``; returns the paths.
-
-    Files carry no dates or random ids, so the same code gives byte-identical files; the PDF is the
-    one a LaTeX report includes.
-    In quick mode ``figures_dir`` is a scratch folder, so report figures stay untouched.
-    """
-    _check_name(name)
     out = settings().figures_dir
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths = [out / f"{name}.{fmt}" for fmt in formats]
     with mpl.rc_context(STYLE):
-        for fmt in formats:
-            path = out / f"{name}.{fmt}"
+        for fmt, path in zip(formats, paths):
             tmp = path.with_name(path.name + ".tmp")
             fig.savefig(tmp, format=fmt, metadata=_METADATA.get(fmt))
             tmp.replace(path)
-            paths.append(path)
     return paths
 
 
-def plot_curves(
-    histories: Mapping[str, Mapping[str, Sequence[float]]] | Mapping[str, Sequence[float]],
-    metrics: Sequence[str] | None = None,
-    title: str | None = None,
-    xlabel: str = "epoch",
-    logy: Sequence[str] = (),
-) -> plt.Figure:
-    """One panel per metric, one line per run.
+def plot_curves(histories: Mapping[str, Mapping[str, Sequence[float]]] | Mapping[str, Sequence[float]],
+                metrics: Sequence[str] | None = None, title: str | None = None, xlabel: str = "epoch",
+                logy: Sequence[str] = ()) -> plt.Figure:
+    """One panel per metric, one colour per run.
 
-    ``histories`` is either one history ``{"train_loss": [...], "val_acc": [...]}`` or
-    ``{run_name: history}``. Keys sharing a metric (``train_loss``/``val_loss``) go in
-    the same panel, solid for train and dashed for validation/test. ``metrics`` picks
-    panels by suffix (default: every suffix found, e.g. ``("loss", "acc")``).
+    ``histories``: one history ``{"train_loss": [...], "val_acc": [...]}`` or ``{run_name: history}``.
+    Keys sharing a suffix share a panel, solid for train and dashed for validation/test. ``metrics``
+    picks panels by suffix (default: every suffix found); ``logy``: panels with a log scale.
     """
     if histories and all(isinstance(v, Sequence) for v in histories.values()):
         histories = {"": histories}
-    suffixes = dict.fromkeys(key.rpartition("_")[2] for hist in histories.values() for key in hist)
-    panels = list(metrics or suffixes)
+    panels = list(metrics or dict.fromkeys(key.rpartition("_")[2] for h in histories.values() for key in h))
     if not panels:
         raise ValueError("plot_curves got no series; expected keys like 'train_loss', 'val_acc'.")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), squeeze=False)
@@ -82,16 +65,11 @@ def plot_curves(
         for i, (run, hist) in enumerate(histories.items()):
             for key, values in hist.items():
                 split, _, suffix = key.rpartition("_")
-                if suffix != metric and key != metric:
-                    continue
-                x = np.arange(1, len(values) + 1)
-                style = "-" if split in ("", "train") else "--"
-                label = " ".join(p for p in (run, split) if p)
-                ax.plot(x, values, style, color=colors[i % len(colors)], label=label or key)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(metric)
-        if metric in logy:
-            ax.set_yscale("log")
+                if metric in (suffix, key):
+                    label = " ".join(p for p in (run, split) if p) or key
+                    ax.plot(np.arange(1, len(values) + 1), values, "-" if split in ("", "train") else "--",
+                            color=colors[i % len(colors)], label=label)
+        ax.set(xlabel=xlabel, ylabel=metric, yscale="log" if metric in logy else "linear")
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
@@ -110,28 +88,22 @@ def plot_confusion(cm, classes: Sequence[str], title: str | None = None) -> plt.
     ax.grid(False)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true", title=title or "")
     threshold = cm.max() / 2 if cm.size else 0
     for (i, j), v in np.ndenumerate(cm):
         ax.text(j, i, f"{v:d}" if np.issubdtype(cm.dtype, np.integer) else f"{v:.2f}",
-                ha="center", va="center", fontsize=8,
-                color="white" if v > threshold else "black")
+                ha="center", va="center", fontsize=8, color="white" if v > threshold else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if title:
-        ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
-def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8,
-               title: str | None = None, cmap: str = "gray", scale: float = 1.3,
-               rescale: bool = True) -> plt.Figure:
-    """Show images in a grid.
+def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, title: str | None = None,
+               cmap: str = "gray", scale: float = 1.3, rescale: bool = True) -> plt.Figure:
+    """Show ``images`` (N x H x W or N x C x H x W with C = 1 or 3, float or uint8) in a grid.
 
-    ``images``: N x H x W (grey) or N x C x H x W (C = 1 or 3), any float range
-    (each image is min-max scaled for display) or uint8. ``titles``: N strings.
-    ``rescale=False`` shows true colours instead: floats clipped to [0, 1], uint8 / 255.
+    ``rescale``: min-max scale each image for display; ``False`` shows true colours (floats clipped to
+    [0, 1], uint8 / 255). ``titles``: N strings.
     """
     arr = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
     if arr.ndim == 4:
@@ -140,21 +112,20 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8,
         raise ValueError(f"images must be N x H x W or N x C x H x W with N >= 1, got {np.shape(images)}.")
     if titles is not None and len(titles) != len(arr):
         raise ValueError(f"got {len(titles)} titles for {len(arr)} images.")
-    n = len(arr)
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
+    ncols = min(ncols, len(arr))
+    nrows = -(-len(arr) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.3 if title else 0)),
                              squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
-        if k >= n:
+        if k >= len(arr):
             continue
         img = arr[k].astype(np.float64)
-        if not rescale:
-            img = np.clip(img / 255.0 if arr.dtype == np.uint8 else img, 0.0, 1.0)
-        else:
+        if rescale:
             lo, hi = img.min(), img.max()
             img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+        else:
+            img = np.clip(img / 255.0 if arr.dtype == np.uint8 else img, 0.0, 1.0)
         ax.imshow(img, cmap=cmap if img.ndim == 2 else None, interpolation="nearest",
                   **({} if rescale or img.ndim == 3 else {"vmin": 0.0, "vmax": 1.0}))
         if titles is not None:
@@ -166,11 +137,10 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8,
 
 
 def plot_sweep_curves(records: Sequence[Mapping], title: str | None = None, highlight: str | None = None):
-    """Validation accuracy and loss per epoch, one line per sweep record, in the order given
-    (best first); the record whose ``key`` is ``highlight`` is drawn bold."""
+    """Validation accuracy and loss per epoch, one line per sweep record in the order given (best
+    first); the record whose ``key`` is ``highlight`` is drawn bold."""
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.6))
-    colors = plt.get_cmap("viridis")(np.linspace(0, 1, len(records)))
-    for r, color in zip(records, colors):
+    for r, color in zip(records, plt.get_cmap("viridis")(np.linspace(0, 1, len(records)))):
         bold = r["key"] == highlight
         style = {"color": "#d62728" if bold else color, "linewidth": 2.8 if bold else 1.1, "zorder": 3 if bold else 2}
         epochs = range(1, len(r["history"]["val_acc"]) + 1)
@@ -186,8 +156,7 @@ def plot_sweep_curves(records: Sequence[Mapping], title: str | None = None, high
 
 def plot_generalization_gap(records: Sequence[Mapping], title: str | None = None):
     """Final train and validation accuracy per sweep record (in the order given) and their gap."""
-    train_acc = np.array([r["final"]["train_acc"] for r in records])
-    val_acc = np.array([r["final"]["val_acc"] for r in records])
+    train_acc, val_acc = (np.array([r["final"][k] for r in records]) for k in ("train_acc", "val_acc"))
     y = np.arange(len(records))
     fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(11, 0.28 * len(records) + 1.6), sharey=True,
                                      gridspec_kw={"width_ratios": (2, 1)})
@@ -206,18 +175,19 @@ def plot_generalization_gap(records: Sequence[Mapping], title: str | None = None
 
 
 def plot_reliability(calibration: Mapping, title: str | None = None):
-    """Reliability diagram from ``helpers.train.calibration``: per confidence bin its accuracy (bar) and
-    mean confidence (dot), the diagonal of perfect calibration, and how many predictions fall in each bin."""
+    """Reliability diagram of ``helpers.train.calibration``: per confidence bin its accuracy (bar), mean
+    confidence (dot) and number of predictions, with the diagonal of perfect calibration."""
     conf, acc, count = (np.asarray(calibration[k], dtype=float) for k in ("confidence", "accuracy", "count"))
     edges = np.linspace(0, 1, len(count) + 1)
+    bars = {"x": edges[:-1], "width": np.diff(edges), "align": "edge", "edgecolor": "black"}
     fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    ax.bar(edges[:-1], np.nan_to_num(acc), width=np.diff(edges), align="edge", alpha=0.6, edgecolor="black",
-           label="accuracy in bin")
-    ax.plot((edges[:-1] + edges[1:]) / 2, conf, "o", color="#d62728", label="mean confidence in bin (gap to the bar: miscalibration)")
+    ax.bar(height=np.nan_to_num(acc), alpha=0.6, label="accuracy in bin", **bars)
+    ax.plot((edges[:-1] + edges[1:]) / 2, conf, "o", color="#d62728",
+            label="mean confidence in bin (gap to the bar: miscalibration)")
     ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=f"ECE = {calibration['ece']:.3f}")
     ax.legend(fontsize=8, loc="upper left")
-    ax_n.bar(edges[:-1], count, width=np.diff(edges), align="edge", color="#1f77b4", edgecolor="black")
+    ax_n.bar(height=count, color="#1f77b4", **bars)
     ax_n.set(xlabel="confidence (top predicted probability)", ylabel="predictions", yscale="log")
     fig.suptitle(title or "")
     fig.tight_layout()

@@ -1,12 +1,9 @@
 """The runner of many trainings (a hyperparameter sweep, a model zoo).
 
-A configuration is a dict such as ``{"lr": 0.01, "momentum": 0.9, "epochs": 20}`` or ``{"model": "lenet",
-"variant": "dropout", "lr": 0.1, "epochs": 10, "augment": "online"}`` (:data:`CONFIG_KEYS`: every key,
-default and range). :func:`sweep` validates all of them, trains one model each from the same initial
-weights per model and the same batches, in worker processes, and appends each finished one as one
-fsynced JSON line to ``<results_dir>/<name>.jsonl``, keyed by a hash of the configuration and the run
-context (data, model, seed): a rerun trains only what is missing. One worker at the same thread count
-gives the same weights, parameter for parameter.
+:func:`sweep` validates every configuration (:data:`CONFIG_KEYS`), trains each from its model's shared
+initial weights, in worker processes, and appends one fsynced JSON line per run to
+``<results_dir>/<name>.jsonl``, keyed by a hash of the configuration and the run context (data, model,
+seed): a rerun trains only what is missing. Workers give the weights of a serial run, parameter for parameter.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import os
 import sys
 import time
 import warnings
-from collections import deque
+from collections import deque, namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -42,16 +39,8 @@ AUGMENTATIONS = ("none", "double", "online")
 MODELS = ("model_fn", *MODEL_KINDS)
 
 
-@dataclass(frozen=True)
-class KeySpec:
-    """One configuration key: its type, default (``None``: required) and range check."""
-
-    kind: type
-    default: object
-    check: Callable[[object], bool]
-    valid: str
-
-
+# One configuration key: its type, default (None: required), range check and valid values in words.
+KeySpec = namedtuple("KeySpec", "kind default check valid")
 CONFIG_KEYS: dict[str, KeySpec] = {
     "lr": KeySpec(float, None, lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
     "momentum": KeySpec(float, 0.0, lambda v: 0 <= v < 1, "0 <= momentum < 1"),
@@ -68,21 +57,6 @@ CONFIG_KEYS: dict[str, KeySpec] = {
 }
 
 
-# --------------------------------------------------------------------------- configurations
-
-
-def _coerce(index: int, key: str, value, spec: KeySpec):
-    """``value`` as ``spec.kind`` (ints accepted for floats); ValueError naming key and value."""
-    where = f"config #{index}: {key}={value!r}"
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = {bool: isinstance(value, bool), int: numeric and isinstance(value, int), float: numeric}.get(
-        spec.kind, isinstance(value, spec.kind))
-    if not ok:
-        raise ValueError(f"{where} has the wrong type; expected {spec.kind.__name__} ({spec.valid}).")
-    if not spec.check(spec.kind(value)):
-        raise ValueError(f"{where} is out of range; valid: {spec.valid}.")
-    return spec.kind(value)
-
 
 def canonical_config(config: Mapping, index: int = 0) -> dict:
     """Validated copy of ``config`` with every key of :data:`CONFIG_KEYS`; ValueError names index, key, value."""
@@ -93,13 +67,16 @@ def canonical_config(config: Mapping, index: int = 0) -> dict:
         raise ValueError(f"config #{index}: unknown key {unknown[0]!r} (value {config[unknown[0]]!r}); "
                          f"valid keys: {', '.join(CONFIG_KEYS)}.")
     out = {}
-    for key, spec in CONFIG_KEYS.items():
-        if key in config:
-            out[key] = _coerce(index, key, config[key], spec)
-        elif spec.default is None:
-            raise ValueError(f"config #{index}: required key {key!r} is missing ({spec.valid}).")
-        else:
-            out[key] = spec.default
+    for key, (kind, default, check, valid) in CONFIG_KEYS.items():
+        if key not in config and default is None:
+            raise ValueError(f"config #{index}: required key {key!r} is missing ({valid}).")
+        value = config.get(key, default)
+        # A bool is an int in Python: accept one only for a bool key. An int is fine for a float key.
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
+            raise ValueError(f"config #{index}: {key}={value!r} has the wrong type; expected {kind.__name__} ({valid}).")
+        if not check(kind(value)):
+            raise ValueError(f"config #{index}: {key}={value!r} is out of range; valid: {valid}.")
+        out[key] = kind(value)
     if out["nesterov"] and (out["momentum"] == 0 or out["dampening"] != 0):
         raise ValueError(f"config #{index}: nesterov=True needs momentum > 0 and dampening = 0, got "
                          f"momentum={out['momentum']!r}, dampening={out['dampening']!r}.")
@@ -112,25 +89,19 @@ def validate_configs(configs: Iterable[Mapping]) -> list[dict]:
     """Canonical copies of all ``configs``, checked before any training; fails on a bad or duplicate one."""
     canon, seen = [], {}
     for i, config in enumerate(configs):
-        c = canonical_config(config, i)
-        text = _canonical_json(c)
-        if text in seen:
-            raise ValueError(f"config #{i} duplicates config #{seen[text]}: {c}.")
-        seen[text] = i
-        canon.append(c)
+        canon.append(canonical_config(config, i))
+        first = seen.setdefault(config_key(canon[-1]), i)
+        if first != i:
+            raise ValueError(f"config #{i} duplicates config #{first}: {canon[-1]}.")
     if not canon:
         raise ValueError("configs is empty; pass at least one configuration dict.")
     return canon
 
 
-def _canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
 def config_key(config: Mapping, context: Mapping | None = None) -> str:
     """Stable 16-hex-digit key of the canonical ``config`` (and the run ``context``)."""
     payload = {"config": canonical_config(config), "context": dict(context or {})}
-    return hashlib.sha256(_canonical_json(payload).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def config_label(config: Mapping) -> str:
@@ -159,11 +130,8 @@ BASELINES: tuple[tuple[tuple[float, float, float], str], ...] = (
 
 
 def default_grid(epochs: int) -> list[dict]:
-    """The course baselines (:data:`BASELINES`, in order) plus a wider grid, ``epochs`` epochs each.
-
-    Wider: lr {0.003, 0.03, 0.1} x momentum {0.9, 0.95} x weight decay {0, 5e-4}, plus two cosine
-    schedules (lr 0.03, and notebook 03's lr 0.05 with Nesterov), momentum 0.9, weight decay 5e-4.
-    """
+    """The :data:`BASELINES` (in order), then lr {0.003, 0.03, 0.1} x momentum {0.9, 0.95} x weight decay
+    {0, 5e-4}, then two cosine schedules (lr 0.03; lr 0.05 with Nesterov), ``epochs`` epochs each."""
     grid = [{"lr": lr, "momentum": m, "weight_decay": wd} for (lr, m, wd), _report in BASELINES]
     grid += [{"lr": lr, "momentum": m, "weight_decay": wd}
              for lr in (0.003, 0.03, 0.1) for m in (0.9, 0.95) for wd in (0.0, 5e-4)]
@@ -184,42 +152,39 @@ def zoo_configs(epochs: int, lr: Mapping[str, float], **common) -> list[dict]:
             for kind in MODEL_KINDS for variant in MODEL_VARIANTS]
 
 
-# --------------------------------------------------------------------------- results file
-
 
 def default_results_dir() -> Path:
     """``<repo>/results`` (full), ``<repo>/build/quick-results`` (quick); both git-ignored."""
     return REPO_ROOT / ("build/quick-results" if settings().quick else "results")
 
 
+def checkpoint_dir(folder: str | Path, name: str) -> Path:
+    """Where a sweep keeps the final weights of each configuration: ``<folder>/<name>-checkpoints``."""
+    return Path(folder) / f"{name}-checkpoints"
+
+
 def append_record(path: Path, record: Mapping) -> None:
-    """Append ``record`` as one JSON line with one ``os.write``, then fsync: a crash leaves at most a partial
-    last line, which :func:`load_records` reports and drops."""
-    data = (json.dumps(record, sort_keys=True) + "\n").encode()
+    """Append ``record`` as one fsynced JSON line; a crash leaves at most a partial last line, which
+    :func:`load_records` reports and drops."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        if os.write(fd, data) != len(data):  # regular files don't short-write; never leave half a line silently
-            raise OSError(f"short write to {path}")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with open(path, "ab") as f:
+        f.write((json.dumps(record, sort_keys=True) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
 
 
-def load_records(path: Path, repair: bool = True) -> list[dict]:
+def load_records(path: Path) -> list[dict]:
     """All complete records in the JSON-lines file ``path`` ([] if absent). Damaged lines are reported
-    (``warnings.warn``, with line numbers) and dropped; ``repair`` rewrites the file without them."""
+    (``RuntimeWarning``, with line numbers), dropped and removed from the file."""
     path = Path(path)
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
+    raw = path.read_bytes() if path.exists() else b""
     records, good, damaged = [], [], []
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except ValueError:  # bad JSON or bad UTF-8
             record = None
         if isinstance(record, dict) and {"key", "config", "history"} <= record.keys():
             records.append(record)
@@ -229,20 +194,16 @@ def load_records(path: Path, repair: bool = True) -> list[dict]:
     if damaged:
         warnings.warn(f"{path}: dropped damaged line(s) {damaged} (e.g. cut by an interrupted write); "
                       "their configurations will be trained again.", RuntimeWarning, stacklevel=2)
-    if repair and (damaged or not raw.endswith(b"\n")):
+    if raw and (damaged or not raw.endswith(b"\n")):
         atomic_write(path, lambda f: f.write(b"".join(good)))
     return records
 
 
-# --------------------------------------------------------------------------- training one configuration
-
 
 def build_model(config: Mapping, model_fn: Callable[[], nn.Module] | None = None) -> nn.Module:
-    """A fresh model: ``make_model(model, variant)`` if ``config`` names one, else ``model_fn()``
-    (default ``helpers.models.CIFAR2MLP``)."""
-    c = canonical_config(config)
-    if c["model"] != "model_fn":
-        return make_model(c["model"], c["variant"])
+    """A fresh model: ``make_model(model, variant)`` if the canonical ``config`` names one, else ``model_fn()``."""
+    if config["model"] != "model_fn":
+        return make_model(config["model"], config["variant"])
     return (model_fn or CIFAR2MLP)()
 
 
@@ -262,14 +223,8 @@ def training_data(splits, config: Mapping, seed: int):
 
 
 def train_config(model: nn.Module, splits, config: Mapping, seed: int, device=None) -> dict:
-    """Default training function of :func:`sweep`: ``torch.optim.SGD`` and ``helpers.train.train`` as
-    ``config`` says; returns the history (per epoch ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``,
-    ``lr``, ``seconds``).
-
-    Schedules: ``cosine`` anneals to 0 over the epochs; ``onecycle`` is OneCycleLR to peak ``lr`` (30%
-    warm-up, stepped per batch) with the momentum held at ``momentum``, so the record says what ran.
-    ``augment="online"`` draws a fresh shift and rotation per image and epoch (generator seeded with ``seed``).
-    """
+    """Default ``train_fn`` of :func:`sweep`: ``torch.optim.SGD`` and ``helpers.train.train`` as ``config``
+    says; returns the history. ``onecycle``: 30% warm-up to peak ``lr``, stepped per batch, momentum held."""
     c = canonical_config(config)
     splits = training_data(splits, c, seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"], dampening=c["dampening"],
@@ -281,7 +236,7 @@ def train_config(model: nn.Module, splits, config: Mapping, seed: int, device=No
         steps = c["epochs"] * n_batches(splits.train, c["batch_size"])
         scheduler, step = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=c["lr"], total_steps=steps,
                                                               pct_start=0.3, cycle_momentum=False), "batch"
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # "online": a fresh shift and rotation per image and epoch
     return train(model, splits, optimizer, epochs=c["epochs"], batch_size=c["batch_size"], seed=seed,
                  scheduler=scheduler, step_scheduler=step, device=device, progress=False,
                  augment=(lambda x: random_affine(x, g)) if c["augment"] == "online" else None)
@@ -308,17 +263,28 @@ def _model_name(config: Mapping) -> str:
     return "model_fn" if config["model"] == "model_fn" else f"{config['model']}/{config['variant']}"
 
 
-_WORKER_JOB: _Job | None = None
-
-
-def _init_worker(job: _Job) -> None:
-    global _WORKER_JOB
-    torch.set_num_threads(job.threads)
-    _WORKER_JOB = job
-
-
-def _run_in_worker(task: tuple[str, dict]) -> dict:
-    return _run_config(_WORKER_JOB, *task)
+def _make_job(splits, model_fn, seed, train_fn, configs: list[dict]) -> _Job:
+    """Data, seed and the initial weights of each model in ``configs`` (each drawn once from ``seed``)."""
+    seed = settings().seed if seed is None else int(seed)
+    h = hashlib.sha256()  # of the train and validation tensors: catches any change of data
+    for name in ("train", "val"):
+        for t in (getattr(splits, name).x, getattr(splits, name).y):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).reshape(-1).numpy().data if t.numel() else b"")
+    fingerprint, inits, contexts = h.hexdigest()[:16], {}, {}
+    for c in configs:
+        name = _model_name(c)
+        if name not in inits:
+            seed_everything(seed)
+            model = build_model(c, model_fn)
+            inits[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            contexts[name] = {
+                "dataset": getattr(splits, "dataset", None), "data": getattr(splits, "source", None),
+                "sizes": [len(splits.train), len(splits.val)], "fingerprint": fingerprint, "seed": seed,
+                "model": f"{type(model).__name__}({sum(p.numel() for p in model.parameters())} parameters)",
+            }
+    return _Job(splits, model_fn, inits, contexts, train_fn or train_config, seed)
 
 
 def _trained(job: _Job, config: dict) -> tuple[nn.Module, dict]:
@@ -335,54 +301,28 @@ def _run_config(job: _Job, key: str, config: dict) -> dict:
     start = time.perf_counter()
     model, history = _trained(job, config)
     seconds = time.perf_counter() - start
-    missing = {"train_loss", "train_acc", "val_loss", "val_acc"} - history.keys()
-    if missing:
-        raise ValueError(f"train function returned a history without {sorted(missing)}.")
+    metrics = ("train_loss", "train_acc", "val_loss", "val_acc")
+    if missing := sorted(set(metrics) - history.keys()):
+        raise ValueError(f"train function returned a history without {missing}.")
     checkpoint = None
     if job.checkpoint_dir is not None:
         checkpoint = save_checkpoint(model, job.checkpoint_dir / f"{key}.pt").name
-    return {
-        "key": key, "config": config, "label": config_label(config), "history": history,
-        "final": {k: history[k][-1] for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
-        "seconds": seconds, "threads": job.threads, "context": job.contexts[_model_name(config)],
-        "checkpoint": checkpoint,
-    }
+    return {"key": key, "config": config, "label": config_label(config), "history": history,
+            "final": {k: history[k][-1] for k in metrics}, "seconds": seconds, "threads": job.threads,
+            "context": job.contexts[_model_name(config)], "checkpoint": checkpoint}
 
 
-# --------------------------------------------------------------------------- the sweep
+_WORKER_JOB: _Job | None = None
 
 
-def data_fingerprint(splits) -> str:
-    """16 hex digits of a SHA-256 over the train and validation tensors (catches any change of data)."""
-    h = hashlib.sha256()
-    for name in ("train", "val"):
-        for t in (getattr(splits, name).x, getattr(splits, name).y):
-            t = t.detach().cpu().contiguous()
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).reshape(-1).numpy().data if t.numel() else b"")
-    return h.hexdigest()[:16]
+def _init_worker(job: _Job) -> None:
+    global _WORKER_JOB
+    torch.set_num_threads(job.threads)
+    _WORKER_JOB = job
 
 
-def _make_job(splits, model_fn, seed, train_fn, configs: list[dict]) -> _Job:
-    """Data, seed and the initial weights of each model in ``configs`` (each drawn once from ``seed``)."""
-    seed = settings().seed if seed is None else int(seed)
-    fingerprint, inits, contexts = data_fingerprint(splits), {}, {}
-    for c in configs:
-        name = _model_name(c)
-        if name not in inits:
-            seed_everything(seed)
-            model = build_model(c, model_fn)
-            inits[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            contexts[name] = {
-                "dataset": getattr(splits, "dataset", None), "data": getattr(splits, "source", None),
-                "sizes": [len(splits.train), len(splits.val)], "fingerprint": fingerprint, "seed": seed,
-                "model": f"{type(model).__name__}({sum(p.numel() for p in model.parameters())} parameters)"}
-    return _Job(splits, model_fn, inits, contexts, train_fn or train_config, seed)
-
-
-def checkpoint_dir(folder: str | Path, name: str) -> Path:
-    """Where a sweep keeps the final weights of each configuration: ``<folder>/<name>-checkpoints``."""
-    return Path(folder) / f"{name}-checkpoints"
+def _run_in_worker(task: tuple[str, dict]) -> dict:
+    return _run_config(_WORKER_JOB, *task)
 
 
 def default_workers() -> int:
@@ -390,20 +330,10 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def sweep(
-    configs: Sequence[Mapping],
-    splits,
-    model_fn: Callable[[], nn.Module] | None = None,
-    *,
-    name: str = "sweep",
-    results_dir: str | Path | None = None,
-    workers: int | None = None,
-    threads_per_worker: int | None = None,
-    seed: int | None = None,
-    train_fn: TrainFn | None = None,
-    save_checkpoints: bool = True,
-    progress: Callable[[str], None] | None = print,
-) -> list[dict]:
+def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] | None = None, *,
+          name: str = "sweep", results_dir: str | Path | None = None, workers: int | None = None,
+          threads_per_worker: int | None = None, seed: int | None = None, train_fn: TrainFn | None = None,
+          save_checkpoints: bool = True, progress: Callable[[str], None] | None = print) -> list[dict]:
     """Train one model per configuration (all validated first); returns one record each, in order.
 
     ``splits``: a ``helpers.data.DataSplits``. ``model_fn``: builds the network of configurations that
@@ -414,7 +344,8 @@ def sweep(
     ``threads``, ``context`` and ``checkpoint`` (file name in ``<results_dir>/<name>-checkpoints``).
     """
     canon = validate_configs(configs)
-    _check_name(name)
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"sweep name {name!r} must be a plain file stem like '04_sweep'.")
     job = _make_job(splits, model_fn, seed, train_fn, canon)
     keys = [config_key(c, job.contexts[_model_name(c)]) for c in canon]
     folder = Path(results_dir) if results_dir is not None else default_results_dir()
@@ -424,22 +355,25 @@ def sweep(
     say = progress or (lambda _msg: None)
     say(f"sweep {name!r}: {len(canon)} configs, {len(canon) - len(pending)} already in {path}, "
         f"{len(pending)} to train")
-    cores = default_workers()
-    workers = _check_count("workers", workers if workers is not None else cores)
+    workers = _check_count("workers", workers if workers is not None else default_workers())
     # Threads follow the requested workers, not the pending count, so a resumed sweep
     # trains its last configurations with the same thread count as the first ones.
     job.threads = _check_count("threads_per_worker", threads_per_worker if threads_per_worker is not None
-                               else max(1, cores // workers))
+                               else max(1, default_workers() // workers))
     job.checkpoint_dir = checkpoint_dir(folder, name) if save_checkpoints else None
-    n_done = len(canon) - len(pending)
     for record in _execute(job, pending, max(1, min(workers, len(pending)))):
         append_record(path, record)
         done[record["key"]] = record
-        n_done += 1
         f = record["final"]
-        say(f"  [{n_done}/{len(canon)}] {record['label']}: val_acc={f['val_acc']:.4f} "
+        say(f"  [{len(done)}/{len(canon)}] {record['label']}: val_acc={f['val_acc']:.4f} "
             f"val_loss={f['val_loss']:.4f} ({record['seconds']:.1f} s, {job.threads} thread(s))")
     return [done[k] for k in keys]
+
+
+def _check_count(name: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} must be an integer >= 1.")
+    return value
 
 
 def _execute(job: _Job, pending: list, workers: int):
@@ -449,23 +383,32 @@ def _execute(job: _Job, pending: list, workers: int):
     if workers > 1:
         _check_main_guard(workers)
         queue = deque(sorted(pending, key=lambda task: -_expected_seconds(job, task[1])))  # packs best
+        # Workers fork from a 'forkserver' that has imported torch once (torch._dynamo: the first optimizer of
+        # a process imports it, seconds); never plain 'fork', which can deadlock a running torch thread pool.
+        context = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        if context.get_start_method() == "forkserver":
+            context.set_forkserver_preload(["helpers.sweep", "torch._dynamo"])
         # A pool that fails as a whole (BrokenProcessPool) when a worker dies, never respawns it.
-        pool = ProcessPoolExecutor(workers - 1, mp_context=_pool_context(), initializer=_init_worker,
-                                   initargs=(job,))
+        pool = ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_init_worker, initargs=(job,))
+
+    def pop():  # called from this thread and the pool's: popleft is atomic, an `if queue:` test would race
+        try:
+            return queue.popleft()
+        except IndexError:
+            return None
 
     def feed(future=None):  # in the pool's thread when a worker is done: pass its result on, give it the next task
         if future is not None:
             finished.put(future)
             if future.cancelled() or future.exception() is not None:
                 return
-        task = _pop(queue)
-        if task is not None:
+        if (task := pop()) is not None:
             pool.submit(_run_in_worker, task).add_done_callback(feed)
 
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
-        task = _pop(queue)  # this process starts the longest configuration at once,
+        task = pop()  # this process starts the longest configuration at once,
         for _ in range(workers - 1):
             feed()  # the workers take the next ones as soon as they are up
         for _ in range(len(pending)):
@@ -473,7 +416,7 @@ def _execute(job: _Job, pending: list, workers: int):
                 yield finished.get().result()  # a worker's record (waits for one if need be)
             else:
                 yield _run_config(job, *task)
-                task = _pop(queue)
+                task = pop()
     except BaseException:  # an error, Ctrl-C or an abandoned generator: stop the workers now
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
@@ -482,13 +425,6 @@ def _execute(job: _Job, pending: list, workers: int):
         torch.set_num_threads(previous)
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _pop(queue: deque):
-    try:
-        return queue.popleft()
-    except IndexError:
-        return None
 
 
 def _expected_seconds(job: _Job, config: dict) -> float:
@@ -502,19 +438,6 @@ def _expected_seconds(job: _Job, config: dict) -> float:
     return (time.perf_counter() - start) * config["epochs"] * n * (2 if config["augment"] == "double" else 1)
 
 
-def _pool_context():
-    """A 'forkserver' context that has imported torch once (workers fork from it), else 'spawn'.
-
-    Never plain 'fork': forking a process whose torch thread pool is running can deadlock.
-    """
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        # torch._dynamo: the first optimizer of a process imports it lazily (seconds); do it once here.
-        ctx.set_forkserver_preload(["helpers.sweep", "torch._dynamo"])
-        return ctx
-    return mp.get_context("spawn")
-
-
 def _check_main_guard(workers: int) -> None:
     """Fail if a script's top-level code starts workers outside ``if __name__ == "__main__":``
     (each worker imports the main script, which would start the run again)."""
@@ -526,26 +449,13 @@ def _check_main_guard(workers: int) -> None:
     if not path or frame is None or not os.path.isfile(path):  # Jupyter, python -c, the REPL
         return
     guards = ('__name__ == "__main__"', '"__main__" == __name__')
-    guarded = any(
-        isinstance(node, ast.If) and ast.unparse(node.test).replace("'", '"') in guards
-        and node.body[0].lineno <= frame.f_lineno <= node.end_lineno
-        for node in ast.walk(ast.parse(Path(path).read_text())))
-    if not guarded:
+    if not any(isinstance(node, ast.If) and ast.unparse(node.test).replace("'", '"') in guards
+               and node.body[0].lineno <= frame.f_lineno <= node.end_lineno
+               for node in ast.walk(ast.parse(Path(path).read_text()))):
         raise RuntimeError(
             f"{path}, line {frame.f_lineno}: starts {workers} worker processes outside "
             "`if __name__ == \"__main__\":`. Each worker imports this script and would start the run again. "
             "Fix: put the code that starts the run under `if __name__ == \"__main__\":` (or pass workers=1).")
-
-
-def _check_count(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an integer >= 1.")
-    return value
-
-
-def _check_name(name: str) -> None:
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"sweep name {name!r} must be a plain file stem like '04_sweep'.")
 
 
 def selected_model(record: Mapping, splits, model_fn: Callable[[], nn.Module] | None = None, *,
@@ -570,27 +480,22 @@ def selected_model(record: Mapping, splits, model_fn: Callable[[], nn.Module] | 
         torch.set_num_threads(previous)
 
 
-# --------------------------------------------------------------------------- selection
 
-
-def _rank(record: Mapping) -> tuple[float, float]:
-    acc, loss = record["final"]["val_acc"], record["final"]["val_loss"]
-    acc = -math.inf if acc is None or math.isnan(acc) else acc
-    loss = math.inf if loss is None or math.isnan(loss) else loss
-    return (-acc, loss)
+def sort_results(results: Sequence[Mapping]) -> list[dict]:
+    """Records best first: highest final validation accuracy, then lowest validation loss, then the
+    order given. A NaN or missing loss or accuracy (a diverged run) ranks last."""
+    def rank(record):
+        acc, loss = record["final"]["val_acc"], record["final"]["val_loss"]
+        bad = lambda v: v is None or math.isnan(v)  # noqa: E731
+        return (math.inf if bad(acc) else -acc, math.inf if bad(loss) else loss)
+    return sorted(results, key=rank)
 
 
 def select_best(results: Sequence[Mapping]) -> dict:
-    """The record with the highest final validation accuracy; ties go to the lower validation loss,
-    then to the first record. A NaN loss or accuracy (a diverged run) ranks last."""
+    """The first record of :func:`sort_results`."""
     if not results:
         raise ValueError("select_best got no results; run sweep() first.")
-    return min(results, key=_rank)
-
-
-def sort_results(results: Sequence[Mapping]) -> list[dict]:
-    """Records ordered best first by the rule of :func:`select_best` (stable on full ties)."""
-    return sorted(results, key=_rank)
+    return sort_results(results)[0]
 
 
 def results_table(results: Sequence[Mapping]) -> str:

@@ -1,8 +1,7 @@
 """The one training loop of the series, evaluation, and prediction.
 
-Every notebook that trains a torch model calls :func:`train`; nothing else loops over
-epochs. Batches come from :func:`helpers.data.batches` (in-memory tensors, seeded order),
-so two runs with the same seed see the same data in the same order.
+Every notebook that trains a torch model calls :func:`train`. Batches come from
+:func:`helpers.data.batches` (in-memory tensors, seeded order): the same seed gives the same run.
 """
 
 from __future__ import annotations
@@ -22,7 +21,21 @@ History = dict[str, list[float]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _check_train_args(epochs: int, batch_size: int, eval_split: str, splits, step_scheduler: str) -> None:
+def train(
+    model: nn.Module, splits, optimizer: torch.optim.Optimizer, epochs: int, batch_size: int = 128,
+    seed: int | None = None, loss_fn: LossFn = F.cross_entropy, scheduler=None,
+    device: torch.device | str | None = None, eval_split: str = "val", progress: bool | None = None,
+    step_scheduler: str = "epoch", augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> History:
+    """Train ``model`` on ``splits.train`` for ``epochs``; evaluate on ``splits.<eval_split>`` after each.
+
+    Epoch ``e`` draws its batch order from seed ``seed + e`` (default seed: settings().seed).
+    ``scheduler`` steps once per epoch, or once per batch with ``step_scheduler="batch"`` (OneCycleLR).
+    ``augment`` maps each training batch B x C x H x W to a new one (e.g. ``helpers.augment.random_affine``).
+
+    Returns per-epoch lists ``train_loss``, ``train_acc`` (running means over the epoch, train mode),
+    ``<eval_split>_loss``, ``<eval_split>_acc`` (eval mode), ``lr`` (at the epoch's start), ``seconds``.
+    """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} must be an integer >= 1.")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -30,88 +43,49 @@ def _check_train_args(epochs: int, batch_size: int, eval_split: str, splits, ste
     if eval_split not in ("val", "test", "train"):
         raise ValueError(f"eval_split={eval_split!r} must be 'val', 'test' or 'train'.")
     if not hasattr(splits, "train") or not hasattr(splits, eval_split):
-        raise ValueError("splits must be a helpers.data.DataSplits with .train and ."
-                         f"{eval_split}; got {type(splits).__name__}.")
+        raise ValueError(f"splits must be a helpers.data.DataSplits with .train and .{eval_split}; "
+                         f"got {type(splits).__name__}.")
     if step_scheduler not in ("epoch", "batch"):
         raise ValueError(f"step_scheduler={step_scheduler!r} must be 'epoch' or 'batch'.")
-
-
-def train(
-    model: nn.Module,
-    splits,
-    optimizer: torch.optim.Optimizer,
-    epochs: int,
-    batch_size: int = 128,
-    seed: int | None = None,
-    loss_fn: LossFn = F.cross_entropy,
-    scheduler=None,
-    device: torch.device | str | None = None,
-    eval_split: str = "val",
-    progress: bool | None = None,
-    step_scheduler: str = "epoch",
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> History:
-    """Train ``model`` on ``splits.train`` for ``epochs``; evaluate on ``splits.<eval_split>``.
-
-    Epoch ``e`` draws its batch order from seed ``seed + e`` (default seed: settings().seed).
-    ``scheduler`` (any ``torch.optim.lr_scheduler``) steps once per epoch, or once per batch
-    with ``step_scheduler="batch"`` (e.g. OneCycleLR). ``augment`` maps each training batch
-    B x C x H x W (on ``device``) to a new one, e.g. ``helpers.augment.random_affine`` with a
-    seeded generator: a fresh draw per image and epoch.
-
-    Returns the history: per-epoch lists ``train_loss``, ``train_acc`` (running means over
-    the epoch's batches, model in train mode), ``<eval_split>_loss``, ``<eval_split>_acc``
-    (eval mode), ``lr`` (at the start of the epoch) and ``seconds`` (wall time of the epoch).
-    """
-    _check_train_args(epochs, batch_size, eval_split, splits, step_scheduler)
     seed = settings().seed if seed is None else seed
     device = torch.device(device) if device is not None else settings().device
     model.to(device)
     keys = ("train_loss", "train_acc", f"{eval_split}_loss", f"{eval_split}_acc", "lr", "seconds")
     history: History = {k: [] for k in keys}
-    show = show_progress(progress)
-    bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not show, leave=False)
+    bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not show_progress(progress), leave=False)
     for epoch in bar:
-        start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        loss, acc = _train_one_epoch(model, splits.train, optimizer, loss_fn, batch_size, seed + epoch,
-                                     device, scheduler if step_scheduler == "batch" else None, augment)
+        start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+        model.train()
+        total_loss = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for x, y in batches(splits.train, batch_size, shuffle=True, seed=seed + epoch):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if augment is not None:
+                x = augment(x)
+            optimizer.zero_grad()
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None and step_scheduler == "batch":
+                scheduler.step()
+            total_loss += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
         if scheduler is not None and step_scheduler == "epoch":
             scheduler.step()
+        n = len(splits.train)
         eval_loss, eval_acc = evaluate(model, getattr(splits, eval_split), loss_fn=loss_fn, device=device)
-        for key, value in zip(keys, (loss, acc, eval_loss, eval_acc, lr, time.perf_counter() - start)):
+        values = (total_loss.item() / n, correct.item() / n, eval_loss, eval_acc, lr, time.perf_counter() - start)
+        for key, value in zip(keys, values):
             history[key].append(value)
-        bar.set_postfix(loss=f"{loss:.4f}", **{f"{eval_split}_acc": f"{eval_acc:.4f}"})
+        bar.set_postfix(loss=f"{values[0]:.4f}", **{f"{eval_split}_acc": f"{eval_acc:.4f}"})
     return history
-
-
-def _train_one_epoch(model, split, optimizer, loss_fn, batch_size, seed, device, batch_scheduler, augment):
-    """One pass over ``split`` in seeded order; returns (mean loss, accuracy)."""
-    model.train()
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for x, y in batches(split, batch_size, shuffle=True, seed=seed):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if augment is not None:
-            x = augment(x)
-        optimizer.zero_grad()
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        loss.backward()
-        optimizer.step()
-        if batch_scheduler is not None:
-            batch_scheduler.step()
-        total_loss += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-    n = len(split)
-    return total_loss.item() / n, correct.item() / n
 
 
 @torch.no_grad()
 def predict(model: nn.Module, split, batch_size: int = 1024, device=None) -> torch.Tensor:
     """Softmax probabilities, N x C, in eval mode; the model's mode is restored after."""
-    logits = _logits(model, split, batch_size, device)
-    return torch.softmax(logits, dim=1)
+    return torch.softmax(_logits(model, split, batch_size, device), dim=1)
 
 
 @torch.no_grad()
@@ -120,9 +94,7 @@ def evaluate(model: nn.Module, split, batch_size: int = 1024, loss_fn: LossFn = 
     """(mean loss, accuracy) on ``split`` in eval mode; the model's mode is restored after."""
     logits = _logits(model, split, batch_size, device)
     y = split.y.to(logits.device)
-    loss = loss_fn(logits, y).item()
-    acc = (logits.argmax(1) == y).double().mean().item()
-    return loss, acc
+    return loss_fn(logits, y).item(), (logits.argmax(1) == y).double().mean().item()
 
 
 def _logits(model: nn.Module, split, batch_size: int, device) -> torch.Tensor:
@@ -133,10 +105,9 @@ def _logits(model: nn.Module, split, batch_size: int, device) -> torch.Tensor:
     was_training = model.training
     model.eval()
     try:
-        out = [model(x.to(device)) for x, _ in batches(split, batch_size, shuffle=False, seed=0)]
+        return torch.cat([model(x.to(device)) for x, _ in batches(split, batch_size, shuffle=False, seed=0)])
     finally:
         model.train(was_training)
-    return torch.cat(out)
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -144,31 +115,25 @@ def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int)
     y_true, y_pred = torch.as_tensor(y_true).long().cpu(), torch.as_tensor(y_pred).long().cpu()
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ in shape.")
-    idx = y_true * n_classes + y_pred
-    return torch.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
+    counts = torch.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
+    return counts.reshape(n_classes, n_classes)
 
 
 def most_confident_mistakes(probs: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of up to ``k`` misclassified examples, most confident (wrong) prediction first.
-
-    ``probs``: N x C probabilities, ``y``: N labels. Returns a 1-D int64 tensor.
-    """
+    """Indices (int64) of up to ``k`` misclassified examples, most confident first. probs: N x C, y: N."""
     if probs.ndim != 2 or len(probs) != len(y):
         raise ValueError(f"probs must be N x C and y N, got {tuple(probs.shape)} and {tuple(y.shape)}.")
     confidence, pred = probs.max(1)
     wrong = torch.nonzero(pred != y).flatten()
-    order = torch.argsort(confidence[wrong], descending=True, stable=True)
-    return wrong[order][:k]
+    return wrong[torch.argsort(confidence[wrong], descending=True, stable=True)][:k]
 
 
 def calibration(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 10) -> dict:
-    """Reliability of the predicted probabilities: per confidence bin, and the expected calibration error.
+    """Reliability of the probabilities ``probs`` (N x C) for labels ``y`` (N).
 
-    ``probs``: N x C probabilities, ``y``: N labels. The confidence of a prediction is its top
-    probability; bin b holds the predictions with confidence in ((b-1)/n_bins, b/n_bins].
-    Returns lists ``confidence`` (mean per bin), ``accuracy`` (per bin), ``count`` (per bin,
-    empty bins give NaN means) and ``ece`` = sum_b count_b/N * |accuracy_b - confidence_b|.
+    Bin b holds the predictions whose top probability lies in ((b-1)/n_bins, b/n_bins]. Returns lists
+    ``confidence`` (mean), ``accuracy`` and ``count`` per bin (NaN means for empty bins) and
+    ``ece`` = sum_b count_b/N * |accuracy_b - confidence_b|.
     """
     if probs.ndim != 2 or len(probs) != len(y) or n_bins < 1:
         raise ValueError(f"need N x C probs, N labels and n_bins >= 1; got {tuple(probs.shape)}, "

@@ -112,7 +112,8 @@ def test_default_grid_holds_the_course_baselines_and_is_valid():
     baselines = [t for t, _report in sw.BASELINES]
     assert triples[:len(baselines)] == baselines  # the baselines come first, in the table's order
     assert {(0.01, 0.9, 0.001), (0.01, 0.8, 0.01), (0.01, 0.0, 0.0), (0.008, 0.95, 0.003)} <= set(baselines)
-    assert all(report.startswith("INF265") for _t, report in sw.BASELINES)
+    assert {report for _t, report in sw.BASELINES} == {sw.SOLUTIONS, sw.INF265}  # every source named
+    assert [t for t, report in sw.BASELINES if report == sw.INF265] == [(0.01, 0.9, 0.001), (0.01, 0.8, 0.01)]
     assert len(grid) > len(baselines) and all(c["epochs"] == 5 for c in grid)
 
 
