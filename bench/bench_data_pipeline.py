@@ -159,13 +159,14 @@ def main() -> None:
         for side in sides:
             if side == "ours":
                 start = time.perf_counter()
-                splits = data.load_cifar2(quick=False, source=args.source).to(device)
+                train = data.load_cifar2(quick=False, source=args.source).train
+                train = data.Split(train.x.to(device), train.y.to(device), train.classes, train.name)
                 ours_load.append(time.perf_counter() - start)
                 for b in args.batch_size:
                     model, opt = fresh_model(device)
-                    sec, n = train_epoch(model, opt, data.batches(splits.train, b, shuffle=True, seed=r), device)
+                    sec, n = train_epoch(model, opt, data.batches(train, b, shuffle=True, seed=r), device)
                     ours_epoch[b].append(sec)
-                    ours_iter[b].append(iterate_only(data.batches(splits.train, b, shuffle=True, seed=r)))
+                    ours_iter[b].append(iterate_only(data.batches(train, b, shuffle=True, seed=r)))
                     print(f"round {r}: ours  batch {b:4d}: load {ours_load[-1]:.2f}s  epoch {sec:.2f}s  ({n} images)")
             else:
                 splits = data.load_cifar2(quick=False, source=args.source)

@@ -1,7 +1,5 @@
-"""Data augmentation: a random shift and small rotation of its own for every image of a batch.
-
-(A torchvision transform called on a batch draws one shift for all of its images.)
-"""
+"""Data augmentation: a random shift and rotation of its own for every image of a batch
+(a torchvision transform called on a batch draws one for all of its images)."""
 
 from __future__ import annotations
 

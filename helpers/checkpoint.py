@@ -1,9 +1,5 @@
-"""Saving and loading model weights safely, and atomic file writes.
-
-Checkpoints hold a ``state_dict`` only, read back with ``torch.load(weights_only=True)``, which
-unpickles nothing else: a tampered file cannot run code. Writes go to a temporary file, are fsynced
-and renamed into place: an interrupted save never leaves a half file.
-"""
+"""Atomic file writes, and model weights saved as a ``state_dict`` only: read back with
+``torch.load(weights_only=True)``, a tampered checkpoint cannot run code."""
 
 from __future__ import annotations
 

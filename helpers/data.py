@@ -1,18 +1,14 @@
-"""CIFAR-2, MNIST and Fashion-MNIST as in-memory tensors: train/val/test splits, normalised.
-
-``HELPERS_DATA_SOURCE`` picks the files, always in the real formats (read by ``helpers.datafiles``). ``real``:
-``<data_dir>`` in torchvision's layout, else torchvision's download, never a stand-in (MNIST where only pip
-reaches the internet: ``make mnist``). ``offline``: the stand-ins of ``helpers.standins`` and Debian's real
+"""CIFAR-2, MNIST and Fashion-MNIST as normalised in-memory train/val/test tensors. ``HELPERS_DATA_SOURCE``:
+``real``: ``<data_dir>`` in torchvision's layout, else torchvision's download, never a stand-in (``make mnist``
+where only pip reaches the internet). ``offline``: the stand-ins of ``helpers.standins`` and Debian's real
 Fashion-MNIST. ``auto``: real, else offline, loudly. ``DataSplits.source`` labels the data actually loaded."""
-
-from __future__ import annotations
 
 import functools
 import socket
 import warnings
 from collections import namedtuple
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +41,7 @@ _REAL = {  # name -> (folder under data_dir, torchvision class, the fix besides 
                       "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"),
 }
 _Raw = namedtuple("_Raw", "train_x train_y test_x test_y source")  # uint8 N x C x H x W, int64 N; official sets
+_FAILED_DOWNLOADS: dict[tuple[str, str], Exception] = {}  # do not wait for the network twice in one process
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -65,10 +62,6 @@ class Split:
     def class_counts(self) -> dict[str, int]:
         """Number of examples per class name."""
         return dict(zip(self.classes, torch.bincount(self.y, minlength=len(self.classes)).tolist()))
-
-    def to(self, device: torch.device | str) -> Split:
-        """The same split with ``x`` and ``y`` on ``device``."""
-        return Split(self.x.to(device), self.y.to(device), self.classes, self.name)
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -94,10 +87,6 @@ class DataSplits:
     def splits(self) -> tuple[Split, Split, Split]:
         return (self.train, self.val, self.test)
 
-    def to(self, device: torch.device | str) -> DataSplits:
-        """All three splits moved to ``device``; statistics and provenance unchanged."""
-        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
-
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the normalisation: ``x * std + mean`` (C x H x W or N x C x H x W), pixels in [0, 1]."""
         return x * self.std.view(-1, 1, 1).to(x) + self.mean.view(-1, 1, 1).to(x)
@@ -112,10 +101,8 @@ class DataSplits:
 
 def load_dataset(name: str, val_fraction: float = 0.1, seed: int | None = None, quick: bool | None = None,
                  source: str | None = None, data_dir: str | Path | None = None) -> DataSplits:
-    """Load ``name`` (one of ``DATASETS``) as normalised train/val/test tensors; each ``None`` takes the
-    default from ``helpers.config.settings()`` (seed, quick mode, source auto/real/offline, data folder).
-    Quick mode first takes seeded class-balanced subsets; val is a seeded stratified draw from the official
-    training set; the normalisation uses the training split's per-channel mean/std."""
+    """Load ``name`` (one of ``DATASETS``) as normalised splits; each ``None`` takes ``settings()``'s default.
+    Quick mode takes seeded class-balanced subsets first; val is a seeded stratified draw from the training set."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
     val_fraction, s = check_val_fraction(val_fraction), settings()
@@ -129,8 +116,7 @@ def load_dataset(name: str, val_fraction: float = 0.1, seed: int | None = None, 
     if quick:
         pool = balanced_subset(raw.train_y, QUICK_SIZES[name][0], rng)
         test_idx = balanced_subset(raw.test_y, QUICK_SIZES[name][1], rng)
-    train_pos, val_pos = stratified_split(raw.train_y[pool], val_fraction, rng)
-    train_idx, val_idx = pool[train_pos], pool[val_pos]
+    train_idx, val_idx = (pool[i] for i in stratified_split(raw.train_y[pool], val_fraction, rng))
     mean, std = channel_mean_std(raw.train_x[train_idx])
     std = std.clamp_min(1e-6)
     scale, shift = (1.0 / (255.0 * std.double())).float(), (-mean.double() / std.double()).float()
@@ -165,8 +151,8 @@ def check_val_fraction(val_fraction: float) -> float:
 
 def batches(split: Split, batch_size: int, shuffle: bool = True,
             seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x, y)`` mini-batches, x: B x C x H x W, y: B (the last may be smaller). With ``shuffle``, in the
-    order of a permutation seeded with ``seed``, or drawn from torch's global generator when ``seed=None``."""
+    """``(x, y)`` mini-batches, x: B x C x H x W, y: B (the last may be smaller); shuffled by ``seed`` or, if None,
+    by torch's global generator."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1, e.g. 128.")
     if not shuffle:
@@ -235,12 +221,12 @@ def _read_raw(name: str, source: str, data_dir: Path) -> _Raw:
                 f"fashion_mnist: the offline source is Debian's package, not found.\n"
                 f"  searched: {FASHION_MNIST_SYSTEM_DIR}\n  missing:  {', '.join(missing)}\n"
                 f"  fix:      sudo apt-get install dataset-fashion-mnist   (or `make offline-data`)")
-        return _read_idx_set(FASHION_MNIST_SYSTEM_DIR, SOURCE_LABELS[(name, "offline")])
+        return _read_folder(name, FASHION_MNIST_SYSTEM_DIR, SOURCE_LABELS[(name, "offline")])
     folder = standins.offline_folder(name, data_dir)
     if not (folder / standins.MANIFEST).is_file():
         (standins.write_cifar2_standin if name == "cifar2" else standins.write_mnist_standin)(folder)
     standins.verify_manifest(folder)
-    return (_read_cifar2 if name == "cifar2" else _read_idx_set)(folder, SOURCE_LABELS[(name, "offline")])
+    return _read_folder(name, folder, SOURCE_LABELS[(name, "offline")])
 
 
 def _missing_files(name: str, folder: Path) -> list[str]:
@@ -250,14 +236,11 @@ def _missing_files(name: str, folder: Path) -> list[str]:
     return [f"{f}.gz" for f in datafiles.IDX_FILES.values() if not (folder / f"{f}.gz").is_file() and not (folder / f).is_file()]
 
 
-_FAILED_DOWNLOADS: dict[tuple[str, str], Exception] = {}  # do not wait for the network twice in one process
-
-
 def _read_real(name: str, data_dir: Path) -> _Raw:
     """Real data from ``data_dir`` (Fashion-MNIST also from Debian's folder), downloading what is missing."""
     folder = data_dir / _REAL[name][0]
     if name == "fashion_mnist" and _missing_files(name, folder) and not _missing_files(name, FASHION_MNIST_SYSTEM_DIR):
-        return _read_idx_set(FASHION_MNIST_SYSTEM_DIR, SOURCE_LABELS[(name, "offline")])  # Debian's, real
+        return _read_folder(name, FASHION_MNIST_SYSTEM_DIR, SOURCE_LABELS[(name, "offline")])  # Debian's, real
     if missing := _missing_files(name, folder):
         attempt = (name, str(data_dir))
         if attempt not in _FAILED_DOWNLOADS:
@@ -279,7 +262,7 @@ def _read_real(name: str, data_dir: Path) -> _Raw:
         label = datafiles.MIRROR_LABEL  # fetch_mnist_mirror wrote these files and checked their md5s
     md5s = {f: md5 for f, md5 in _published_md5s(name).items() if (folder / f).is_file()}  # .gz or uncompressed
     datafiles.check_md5s(folder, md5s, "torchvision's published checksum")
-    return (_read_cifar2 if name == "cifar2" else _read_idx_set)(folder, label)
+    return _read_folder(name, folder, label)
 
 
 def _download(name: str, data_dir: Path) -> None:
@@ -304,26 +287,23 @@ def _published_md5s(name: str) -> dict[str, str]:
     return dict(c.resources)
 
 
-def _read_idx_set(folder: Path, label: str) -> _Raw:
-    """The four IDX files of ``folder`` (``.gz`` preferred, else uncompressed), checked against each other."""
+def _read_folder(name: str, folder: Path, label: str) -> _Raw:
+    """The official train and test sets of ``folder``. CIFAR-2: airplane/bird of the CIFAR-10 batches (md5-checked,
+    so labels 0/2 are airplane/bird), relabelled 0/1; MNIST, Fashion-MNIST: the four IDX files (``.gz`` preferred,
+    else uncompressed), checked against each other."""
     arrays = []
-    for part in ("train", "test"):
+    for part, batch_files in (("train", datafiles.CIFAR10_TRAIN_FILES), ("test", [datafiles.CIFAR10_TEST_FILE])):
+        if name == "cifar2":
+            x, y = map(np.concatenate, zip(*(datafiles.read_cifar_batch(folder / f) for f in batch_files)))
+            keep = np.isin(y, datafiles.CIFAR2_LABELS)
+            arrays += [np.ascontiguousarray(x[keep]), (y[keep] == datafiles.CIFAR2_LABELS[1]).astype(np.int64)]
+            continue
         images, labels = (folder / f"{f}.gz" if (folder / f"{f}.gz").is_file() else folder / f
                           for f in (datafiles.IDX_FILES[f"{part}_images"], datafiles.IDX_FILES[f"{part}_labels"]))
         x, y = datafiles.read_idx(images), datafiles.read_idx(labels)
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or (y.size and y.max() > 9):
             raise datafiles.corrupt(labels, f"expected labels 0-9 (N) matching the images {x.shape} of {images.name}")
         arrays += [x[:, None], y.astype(np.int64)]
-    return _Raw(*arrays, label)
-
-
-def _read_cifar2(folder: Path, label: str) -> _Raw:
-    """Airplane/bird of a CIFAR-10 python folder (md5-checked, so labels 0/2 are airplane/bird), relabelled 0/1."""
-    arrays = []
-    for files in (datafiles.CIFAR10_TRAIN_FILES, [datafiles.CIFAR10_TEST_FILE]):
-        x, y = map(np.concatenate, zip(*(datafiles.read_cifar_batch(folder / f) for f in files)))
-        keep = np.isin(y, datafiles.CIFAR2_LABELS)
-        arrays += [np.ascontiguousarray(x[keep]), (y[keep] == datafiles.CIFAR2_LABELS[1]).astype(np.int64)]
     return _Raw(*arrays, label)
 
 
@@ -359,6 +339,5 @@ def describe(splits: DataSplits) -> str:
     lines = [f"{splits.dataset}: {splits.source}",
              f"  x {tuple(splits.train.x.shape[1:])} float32, classes {', '.join(splits.classes)}",
              f"  train mean {fmt(splits.mean)} std {fmt(splits.std)} (per channel, pixel/255; train split only)"]
-    for name, counts in class_counts(splits).items():
-        lines.append(f"  {name:5s} n={sum(counts.values()):6d}  " + " ".join(f"{k}={v}" for k, v in counts.items()))
-    return "\n".join(lines)
+    return "\n".join(lines + [f"  {name:5s} n={sum(counts.values()):6d}  " + " ".join(f"{k}={v}" for k, v in counts.items())
+                              for name, counts in class_counts(splits).items()])

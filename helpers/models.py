@@ -1,7 +1,5 @@
 """The networks of the series. Images come in as N x C x H x W float32; outputs are N x n_classes logits."""
 
-from __future__ import annotations
-
 import copy
 
 import torch
@@ -13,11 +11,9 @@ class CIFAR2MLP(nn.Sequential):
 
     def __init__(self, sizes: tuple[int, ...] = (3072, 512, 128, 32, 2)):
         layers: list[nn.Module] = [nn.Flatten()]
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(n_in, n_out))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-        super().__init__(*layers)
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        super().__init__(*layers[:-1])  # no ReLU on the logits
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -33,19 +29,15 @@ def parameter_table(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
 def layer_parameter_counts(model: nn.Module) -> list[tuple[str, str, int]]:
     """``(name, layer, count)`` per module owning trainable parameters, e.g. ``("1", "Linear 3072->512", n)``"""
     rows = []
-    for name, module in model.named_modules():
-        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
-        if own:
-            rows.append((name, _describe_layer(module), sum(p.numel() for p in own)))
+    for name, m in model.named_modules():
+        if own := [p for p in m.parameters(recurse=False) if p.requires_grad]:
+            layer = type(m).__name__
+            if isinstance(m, nn.Linear):
+                layer = f"Linear {m.in_features}->{m.out_features}"
+            elif isinstance(m, nn.Conv2d):
+                layer = f"Conv2d {m.in_channels}->{m.out_channels}, {m.kernel_size[0]}x{m.kernel_size[1]}"
+            rows.append((name, layer, sum(p.numel() for p in own)))
     return rows
-
-
-def _describe_layer(module: nn.Module) -> str:
-    if isinstance(module, nn.Linear):
-        return f"Linear {module.in_features}->{module.out_features}"
-    if isinstance(module, nn.Conv2d):
-        return f"Conv2d {module.in_channels}->{module.out_channels}, {module.kernel_size[0]}x{module.kernel_size[1]}"
-    return type(module).__name__
 
 
 def clone_model(model: nn.Module) -> nn.Module:
@@ -80,12 +72,9 @@ def _linear_block(n_in: int, n_out: int, variant: str, p: float, hidden: bool = 
 
 
 class SoftmaxRegression(nn.Sequential):
-    """Multinomial logistic regression: flatten, one linear layer 784 -> 10 (logits).
-
-    ``dropout`` drops input pixels (probability ``p``); ``batchnorm`` normalises each
-    input pixel with batch statistics before the linear layer.
-    Input N x 1 x 28 x 28, output N x 10. 7,850 parameters (plain).
-    """
+    """Multinomial logistic regression: flatten, linear 784 -> 10; N x 1 x 28 x 28 -> N x 10 logits, 7,850
+    parameters (plain). ``dropout`` drops input pixels (probability ``p``); ``batchnorm`` normalises each pixel
+    with batch statistics before the linear layer."""
 
     def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["softmax"],
                  n_in: int = 784, n_classes: int = 10):
@@ -98,12 +87,9 @@ class SoftmaxRegression(nn.Sequential):
 
 
 class MLP(nn.Sequential):
-    """Flatten, then 784-256-128-10 with ReLU between layers; logits out.
-
-    ``dropout``: dropout on the hidden activations (before every linear layer but the first);
-    ``batchnorm``: BatchNorm1d after each hidden linear layer (before the ReLU).
-    Input N x 1 x 28 x 28, output N x 10. 235,146 parameters (plain).
-    """
+    """Flatten, 784-256-128-10 with ReLU between; N x 1 x 28 x 28 -> N x 10 logits, 235,146 parameters (plain).
+    ``dropout``: on the hidden activations (before every linear layer but the first); ``batchnorm``:
+    BatchNorm1d after each hidden linear layer (before the ReLU)."""
 
     def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["mlp"],
                  sizes: tuple[int, ...] = (784, 256, 128, 10)):
@@ -150,11 +136,8 @@ _MODEL_CLASSES = {"softmax": SoftmaxRegression, "mlp": MLP, "lenet": LeNet5}
 
 
 def make_model(kind: str, variant: str = "plain", **kwargs) -> nn.Module:
-    """A fresh, randomly initialised zoo model: ``kind`` in MODEL_KINDS, ``variant`` in MODEL_VARIANTS.
-
-    Extra keywords go to the class (e.g. ``p=0.5`` for the dropout probability).
-    Every model maps N x 1 x 28 x 28 images to N x 10 logits.
-    """
+    """A fresh zoo model (``kind`` in MODEL_KINDS, ``variant`` in MODEL_VARIANTS): N x 1 x 28 x 28 -> N x 10 logits.
+    Extra keywords go to the class (e.g. ``p=0.5`` for the dropout probability)."""
     if not isinstance(kind, str) or kind not in _MODEL_CLASSES:
         raise ValueError(f"unknown model kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}.")
     _check_variant(variant, 0.0)
@@ -187,8 +170,7 @@ class MyNet(nn.Module):
         if len(activations) != len(sizes) - 1:
             raise ValueError(f"need one activation per layer: sizes {sizes} make {len(sizes) - 1} layer(s), "
                              f"got {len(activations)} activation(s) {activations}.")
-        unknown = [name for name in activations if name not in MYNET_ACTIVATIONS]
-        if unknown:
+        if unknown := [name for name in activations if name not in MYNET_ACTIVATIONS]:
             raise ValueError(f"unknown activation(s) {unknown}; valid choices: {', '.join(MYNET_ACTIVATIONS)}.")
         self.sizes = tuple(sizes)
         self.activations = tuple(activations)

@@ -1,13 +1,7 @@
-"""Defs-only import of a notebook: the taught code, without running the lesson around it.
-
-``load_defs("02_manual_backprop_mlp")`` reads ``notebooks/02_manual_backprop_mlp.ipynb`` and
-executes, in order, only the top-level statements of its code cells that define something:
-``import``/``from`` imports, ``def``, ``class`` and assignments to ALL_CAPS names (as the
-``ipynb`` package's ``ipynb.fs.defs`` does). Training, plots and prints are skipped, so
-tests, benchmarks and graders reach the notebook's own definitions in milliseconds.
-"""
-
-from __future__ import annotations
+"""Defs-only import of a notebook: ``load_defs("02_manual_backprop_mlp")`` executes, in order, only the
+top-level statements of the notebook's code cells that define something: imports, ``def``, ``class`` and
+assignments to ALL_CAPS names (as ``ipynb.fs.defs`` does). Training, plots and prints are skipped, so
+tests, benchmarks and graders reach the notebook's own definitions in milliseconds."""
 
 import ast
 import json
@@ -32,33 +26,21 @@ def notebook_path(name: str | Path) -> Path:
     return path
 
 
-def _is_definition(node: ast.stmt) -> bool:
-    if isinstance(node, _KEPT):
-        return True
-    if isinstance(node, ast.Assign | ast.AnnAssign):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
-    return False
-
-
 def _cell_definitions(source: str) -> list[tuple[str, bool]]:
     """(source, is_assignment) of each defining top-level statement of one cell, decorators included."""
-    tree = ast.parse(source)
-    lines = source.splitlines()
-    out = []
-    for node in tree.body:
-        if _is_definition(node):
+    lines, out = source.splitlines(), []
+    for node in ast.parse(source).body:
+        assignment = isinstance(node, ast.Assign | ast.AnnAssign)
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if isinstance(node, _KEPT) or (assignment and all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)):
             first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-            out.append(("\n".join(lines[first - 1:node.end_lineno]), isinstance(node, ast.Assign | ast.AnnAssign)))
+            out.append(("\n".join(lines[first - 1:node.end_lineno]), assignment))
     return out
 
 
 def load_defs(name: str | Path) -> types.ModuleType:
-    """Import the definitions of a notebook as a module named ``nb_<stem>`` (cached in sys.modules).
-
-    An ALL_CAPS assignment that needs a value computed by a skipped cell (a NameError) is
-    left out and listed in the module's ``__skipped__``; any other error propagates.
-    """
+    """Import the definitions of a notebook as a module ``nb_<stem>`` (cached in sys.modules). An ALL_CAPS
+    assignment that needs a value of a skipped statement (NameError) is left out and listed in ``__skipped__``."""
     path = notebook_path(name)
     module_name = "nb_" + path.stem.replace("-", "_")
     cached = sys.modules.get(module_name)

@@ -1,7 +1,4 @@
-"""Plotting for the whole series: one style, deterministic export, reusable figures.
-
-Everything here takes plain arrays, tensors or dicts of lists.
-"""
+"""Plotting for the whole series: one style, byte-stable export, reusable figures."""
 
 from __future__ import annotations
 
@@ -45,14 +42,21 @@ def savefig(fig: plt.Figure, name: str, formats: Sequence[str] = ("png", "svg", 
     return paths
 
 
+def _finish(fig: plt.Figure, title: str | None = None) -> plt.Figure:
+    """``fig`` with its title (if any) and a tight layout."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_curves(histories: Mapping[str, Mapping[str, Sequence[float]]] | Mapping[str, Sequence[float]],
-                metrics: Sequence[str] | None = None, title: str | None = None, xlabel: str = "epoch",
-                logy: Sequence[str] = ()) -> plt.Figure:
+                metrics: Sequence[str] | None = None, title: str | None = None) -> plt.Figure:
     """One panel per metric, one colour per run.
 
     ``histories``: one history ``{"train_loss": [...], "val_acc": [...]}`` or ``{run_name: history}``.
     Keys sharing a suffix share a panel, solid for train and dashed for validation/test. ``metrics``
-    picks panels by suffix (default: every suffix found); ``logy``: panels with a log scale.
+    picks panels by suffix (default: every suffix found).
     """
     if histories and all(isinstance(v, Sequence) for v in histories.values()):
         histories = {"": histories}
@@ -69,12 +73,9 @@ def plot_curves(histories: Mapping[str, Mapping[str, Sequence[float]]] | Mapping
                     label = " ".join(p for p in (run, split) if p) or key
                     ax.plot(np.arange(1, len(values) + 1), values, "-" if split in ("", "train") else "--",
                             color=colors[i % len(colors)], label=label)
-        ax.set(xlabel=xlabel, ylabel=metric, yscale="log" if metric in logy else "linear")
+        ax.set(xlabel="epoch", ylabel=metric)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def plot_confusion(cm, classes: Sequence[str], title: str | None = None) -> plt.Figure:
@@ -94,12 +95,11 @@ def plot_confusion(cm, classes: Sequence[str], title: str | None = None) -> plt.
         ax.text(j, i, f"{v:d}" if np.issubdtype(cm.dtype, np.integer) else f"{v:.2f}",
                 ha="center", va="center", fontsize=8, color="white" if v > threshold else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    return fig
+    return _finish(fig)
 
 
 def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, title: str | None = None,
-               cmap: str = "gray", scale: float = 1.3, rescale: bool = True) -> plt.Figure:
+               rescale: bool = True) -> plt.Figure:
     """Show ``images`` (N x H x W or N x C x H x W with C = 1 or 3, float or uint8) in a grid.
 
     ``rescale``: min-max scale each image for display; ``False`` shows true colours (floats clipped to
@@ -114,8 +114,7 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, titl
         raise ValueError(f"got {len(titles)} titles for {len(arr)} images.")
     ncols = min(ncols, len(arr))
     nrows = -(-len(arr) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.3 if title else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.3 * nrows + (0.3 if title else 0)), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= len(arr):
@@ -126,14 +125,10 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, titl
             img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
         else:
             img = np.clip(img / 255.0 if arr.dtype == np.uint8 else img, 0.0, 1.0)
-        ax.imshow(img, cmap=cmap if img.ndim == 2 else None, interpolation="nearest",
-                  **({} if rescale or img.ndim == 3 else {"vmin": 0.0, "vmax": 1.0}))
+        ax.imshow(img, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")  # img is in [0, 1]
         if titles is not None:
             ax.set_title(titles[k], fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def plot_sweep_curves(records: Sequence[Mapping], title: str | None = None, highlight: str | None = None):
@@ -149,9 +144,7 @@ def plot_sweep_curves(records: Sequence[Mapping], title: str | None = None, high
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy")
     ax_loss.set(xlabel="epoch", ylabel="validation loss", yscale="log")
     fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="best first")
-    fig.suptitle(title or "")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def plot_generalization_gap(records: Sequence[Mapping], title: str | None = None):
@@ -169,9 +162,7 @@ def plot_generalization_gap(records: Sequence[Mapping], title: str | None = None
     ax.legend(fontsize=8)
     ax_gap.barh(y, train_acc - val_acc, color="#ff7f0e")
     ax_gap.set(xlabel="train - validation accuracy")
-    fig.suptitle(title or "")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def plot_reliability(calibration: Mapping, title: str | None = None):
@@ -189,6 +180,4 @@ def plot_reliability(calibration: Mapping, title: str | None = None):
     ax.legend(fontsize=8, loc="upper left")
     ax_n.bar(height=count, color="#1f77b4", **bars)
     ax_n.set(xlabel="confidence (top predicted probability)", ylabel="predictions", yscale="log")
-    fig.suptitle(title or "")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)

