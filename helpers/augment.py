@@ -1,5 +1,4 @@
-"""Data augmentation: a random shift and rotation of its own for every image of a batch
-(a torchvision transform called on a batch draws one for all of its images)."""
+"""Augmentation: a shift and rotation per image of a batch (a torchvision transform draws one per batch)."""
 
 from __future__ import annotations
 
@@ -11,12 +10,9 @@ import torch.nn.functional as F
 
 def random_affine(x: torch.Tensor, generator: torch.Generator, max_shift: float = 2.0,
                   max_degrees: float = 10.0) -> torch.Tensor:
-    """``x`` (N x C x H x W, any device) with each image shifted and rotated by its own random amounts.
-
-    The N x 3 parameters come from the seeded CPU ``generator`` (the same on every device): shifts
-    uniform in [-max_shift, max_shift] pixels, rotation about the centre in [-max_degrees, max_degrees].
-    Pixels from outside the image repeat the border. Returns N x C x H x W.
-    """
+    """``x`` (N x C x H x W, any device) with each image shifted and rotated by its own random amounts,
+    drawn from the CPU ``generator`` (the same on every device): shifts uniform in [-max_shift, max_shift]
+    pixels, rotation about the centre in [-max_degrees, max_degrees]. Outside pixels repeat the border."""
     if x.ndim != 4:
         raise ValueError(f"x must be N x C x H x W, got shape {tuple(x.shape)}.")
     if max_shift < 0 or max_degrees < 0:

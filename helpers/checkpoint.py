@@ -1,5 +1,4 @@
-"""Atomic file writes, and model weights saved as a ``state_dict`` only: read back with
-``torch.load(weights_only=True)``, a tampered checkpoint cannot run code."""
+"""Atomic file writes, and checkpoints that hold a ``state_dict`` only (loaded with ``weights_only=True``)."""
 
 from __future__ import annotations
 
@@ -32,12 +31,12 @@ def atomic_write(path: str | Path, write: Callable) -> Path:
     return path
 
 
-def save_checkpoint(model_or_state: nn.Module | dict, path: str | Path) -> Path:
-    """Atomically write the state_dict of ``model_or_state`` to ``path``; returns the path."""
-    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
-    if not isinstance(state, dict):
-        raise TypeError(f"expected an nn.Module or a state_dict, got {type(model_or_state).__name__}.")
-    return atomic_write(path, lambda f: torch.save({k: v.detach().cpu() for k, v in state.items()}, f))
+def save_checkpoint(model: nn.Module, path: str | Path) -> Path:
+    """Atomically write the state_dict of ``model`` to ``path``; returns the path."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save_checkpoint needs an nn.Module, got {type(model).__name__}.")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:

