@@ -1,10 +1,5 @@
-"""Settings for the whole series, read once from the ``HELPERS_*`` environment variables.
-
-``HELPERS_QUICK``, ``HELPERS_DATA_DIR``, ``HELPERS_FIGURES_DIR``, ``HELPERS_DEVICE``, ``HELPERS_SEED``,
-``HELPERS_DATA_SOURCE``, ``HELPERS_MNIST_DATASET``, ``HELPERS_PROGRESS``: the README's settings table
-gives their meaning and defaults. Quick mode changes sizes and epochs, never the code path, and
-writes figures to a scratch folder so it never overwrites the committed report figures.
-"""
+"""Settings for the whole series, read once from the ``HELPERS_*`` environment variables (the README's
+settings table gives their meaning and defaults). Quick mode changes sizes, never the code path."""
 
 from __future__ import annotations
 
@@ -34,7 +29,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """The series' settings; see the module docstring for the variables behind them."""
+    """The series' settings, one field per ``HELPERS_*`` variable (e.g. ``quick``: ``HELPERS_QUICK``)."""
 
     quick: bool
     data_dir: Path
@@ -86,11 +81,10 @@ def parse_device(raw: str | None) -> torch.device:
     except RuntimeError:
         raise SettingsError(f"HELPERS_DEVICE={raw!r} is not a device; {valid}.") from None
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    shown = {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}
     if device.type not in available:
         raise SettingsError(f"HELPERS_DEVICE={raw!r} is not supported; {valid}.")
     if not available[device.type]:
-        raise SettingsError(f"HELPERS_DEVICE={raw!r} but {shown[device.type]} is not available on this machine; "
+        raise SettingsError(f"HELPERS_DEVICE={raw!r} but {device.type.upper()} is not available on this machine; "
                             f"use HELPERS_DEVICE=cpu. {valid}.")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise SettingsError(f"HELPERS_DEVICE={raw!r} but only {torch.cuda.device_count()} CUDA device(s) exist; "
@@ -109,25 +103,17 @@ def read_settings(environ: dict[str, str] | None = None) -> Settings:
     quick = _parse_bool("HELPERS_QUICK", env.get("HELPERS_QUICK", "0"))
     default_figures = REPO_ROOT / ("build/quick-figures" if quick else "figures")
     progress = _choice(env, "HELPERS_PROGRESS", PROGRESS_CHOICES)
-    return Settings(
-        quick=quick,
-        data_dir=_path(env, "HELPERS_DATA_DIR", REPO_ROOT / "data"),
-        figures_dir=_path(env, "HELPERS_FIGURES_DIR", default_figures),
-        device=parse_device(env.get("HELPERS_DEVICE")),
-        seed=_parse_seed(env.get("HELPERS_SEED", "0")),
-        data_source=_choice(env, "HELPERS_DATA_SOURCE", DATA_SOURCES),
-        mnist_dataset=_choice(env, "HELPERS_MNIST_DATASET", MNIST_DATASETS),
-        progress=None if progress == "auto" else progress == "1",
-    )
+    return Settings(quick=quick, data_dir=_path(env, "HELPERS_DATA_DIR", REPO_ROOT / "data"),
+                    figures_dir=_path(env, "HELPERS_FIGURES_DIR", default_figures),
+                    device=parse_device(env.get("HELPERS_DEVICE")), seed=_parse_seed(env.get("HELPERS_SEED", "0")),
+                    data_source=_choice(env, "HELPERS_DATA_SOURCE", DATA_SOURCES),
+                    mnist_dataset=_choice(env, "HELPERS_MNIST_DATASET", MNIST_DATASETS),
+                    progress=None if progress == "auto" else progress == "1")
 
 
 def show_progress(progress: bool | None = None) -> bool:
-    """Whether a training loop shows its tqdm bar.
-
-    An explicit ``progress`` wins; then ``HELPERS_PROGRESS``; ``auto`` shows bars in a
-    terminal or a Jupyter kernel and hides them in logs. ``make run`` and ``make test``
-    set ``HELPERS_PROGRESS=0`` because nbconvert and nbval run a kernel nobody watches.
-    """
+    """Whether a training loop shows its tqdm bar: an explicit ``progress`` wins, then ``HELPERS_PROGRESS``;
+    ``auto`` shows bars in a terminal or a Jupyter kernel and hides them in logs."""
     if progress is not None:
         return bool(progress)
     configured = settings().progress
@@ -156,42 +142,28 @@ def seed_everything(seed: int | None = None) -> int:
 def run_header(s: Settings | None = None) -> str:
     """One line for the first cell of every notebook: mode, device, seed, data, versions."""
     s = settings() if s is None else s
-    return (
-        f"mode={s.mode} | device={s.device} | seed={s.seed} | data={s.data_source} | "
-        f"torch {torch.__version__} | numpy {np.__version__}"
-    )
+    return (f"mode={s.mode} | device={s.device} | seed={s.seed} | data={s.data_source} | "
+            f"torch {torch.__version__} | numpy {np.__version__}")
 
 
 def versions() -> dict[str, str]:
     """Versions of Python and the packages a result depends on."""
     import matplotlib
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "matplotlib": matplotlib.__version__,
-    }
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "matplotlib": matplotlib.__version__}
 
 
 def write_run_record(name: str, record: dict, s: Settings | None = None) -> Path:
-    """Write ``<figures_dir>/<name>.json``: ``record`` plus settings and versions.
-
-    ``record`` should name its data source (e.g. ``{"data": split.source, ...}``).
-    No timestamps, so reruns with the same results give the same file.
-    """
+    """Write ``<figures_dir>/<name>.json``: ``record`` (naming its data source, e.g. ``{"data": split.source}``)
+    plus settings and versions; no timestamps, so reruns with the same results give the same file."""
     s = settings() if s is None else s
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"run record name {name!r} must be a plain file stem like '01_matrix_chain'.")
-    full = {
-        "settings": {"mode": s.mode, "device": str(s.device), "seed": s.seed,
-                     "data_source_setting": s.data_source,
-                     # float32 sums depend on how work is split across threads: a rerun
-                     # matches bit for bit only with the same thread count.
-                     "torch_threads": torch.get_num_threads()},
-        "versions": versions(),
-        **record,
-    }
+    # float32 sums depend on how work is split across threads: a rerun matches bit for bit only with the same count.
+    full = {"settings": {"mode": s.mode, "device": str(s.device), "seed": s.seed, "data_source_setting": s.data_source,
+                         "torch_threads": torch.get_num_threads()},
+            "versions": versions(), **record}
     s.figures_dir.mkdir(parents=True, exist_ok=True)
     path = s.figures_dir / f"{name}.json"
     tmp = path.with_name(path.name + ".tmp")

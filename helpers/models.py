@@ -72,9 +72,8 @@ def _linear_block(n_in: int, n_out: int, variant: str, p: float, hidden: bool = 
 
 
 class SoftmaxRegression(nn.Sequential):
-    """Multinomial logistic regression: flatten, linear 784 -> 10; N x 1 x 28 x 28 -> N x 10 logits, 7,850
-    parameters (plain). ``dropout`` drops input pixels (probability ``p``); ``batchnorm`` normalises each pixel
-    with batch statistics before the linear layer."""
+    """Flatten, linear 784 -> 10: N x 1 x 28 x 28 -> N x 10 logits, 7,850 parameters (plain). ``dropout``
+    drops input pixels (probability ``p``); ``batchnorm`` normalises each pixel before the linear layer."""
 
     def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["softmax"],
                  n_in: int = 784, n_classes: int = 10):
@@ -88,8 +87,7 @@ class SoftmaxRegression(nn.Sequential):
 
 class MLP(nn.Sequential):
     """Flatten, 784-256-128-10 with ReLU between; N x 1 x 28 x 28 -> N x 10 logits, 235,146 parameters (plain).
-    ``dropout``: on the hidden activations (before every linear layer but the first); ``batchnorm``:
-    BatchNorm1d after each hidden linear layer (before the ReLU)."""
+    ``dropout``: before every linear layer but the first; ``batchnorm``: after each hidden linear layer."""
 
     def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["mlp"],
                  sizes: tuple[int, ...] = (784, 256, 128, 10)):
@@ -106,15 +104,9 @@ class MLP(nn.Sequential):
 
 
 class LeNet5(nn.Sequential):
-    """LeNet-5 with ReLU and max pooling, for 1 x 28 x 28 images.
-
-    conv 6@5x5 (padding 2) -> 6 x 28 x 28 -> pool -> 6 x 14 x 14
-    conv 16@5x5             -> 16 x 10 x 10 -> pool -> 16 x 5 x 5 -> flatten 400
-    fully connected 400-120-84-10 (logits).
-    ``dropout``: dropout before each fully connected layer; ``batchnorm``: BatchNorm
-    after each conv and hidden linear layer (not after the output layer).
-    Input N x 1 x 28 x 28, output N x 10. 61,706 parameters (plain).
-    """
+    """LeNet-5 with ReLU and max pooling: N x 1 x 28 x 28 -> conv 6@5x5 (padding 2), pool -> 6 x 14 x 14
+    -> conv 16@5x5, pool -> 16 x 5 x 5 -> flatten 400 -> 120 -> 84 -> N x 10 logits; 61,706 parameters (plain).
+    ``dropout``: before each fully connected layer; ``batchnorm``: after each conv and hidden linear layer."""
 
     def __init__(self, variant: str = "plain", p: float = DEFAULT_DROPOUT["lenet"], n_classes: int = 10):
         _check_variant(variant, p)
@@ -150,17 +142,10 @@ _MYNET_FUNCTIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sig
 
 
 class MyNet(nn.Module):
-    """Fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``, one activation per layer.
-
-    ``sizes=[2, 3, 3, 2]`` gives three ``nn.Linear`` layers in ``self.layers`` (an
-    ``nn.ModuleList``, in order); ``activations`` names one function per layer from
-    ``MYNET_ACTIVATIONS``, the last one applied to the output (``"identity"`` for a
-    linear output). Layer ``l`` computes ``z_l = a_{l-1} W_lᵀ + b_l`` and ``a_l = f_l(z_l)``.
-
-    ``forward(x)`` (x: N x sizes[0] -> N x sizes[-1]) keeps the last call's
-    pre-activations ``self.z = [z_1, ..., z_L]`` and activations
-    ``self.a = [a_0 = x, a_1, ..., a_L]`` (N x sizes[l] each) for manual backprop.
-    """
+    """Fully connected ``sizes[0] -> ... -> sizes[-1]``: ``nn.Linear`` layers in ``self.layers`` (a ModuleList),
+    one activation per layer from ``MYNET_ACTIVATIONS`` (the last on the output; ``"identity"``: linear).
+    Layer ``l``: ``z_l = a_{l-1} W_lᵀ + b_l``, ``a_l = f_l(z_l)``. ``forward(x)`` (N x sizes[0] -> N x sizes[-1])
+    keeps ``self.z = [z_1, ..., z_L]`` and ``self.a = [a_0 = x, ..., a_L]`` (N x sizes[l] each) for manual backprop."""
 
     def __init__(self, sizes, activations, dtype: torch.dtype | None = None):
         super().__init__()
@@ -172,8 +157,7 @@ class MyNet(nn.Module):
                              f"got {len(activations)} activation(s) {activations}.")
         if unknown := [name for name in activations if name not in MYNET_ACTIVATIONS]:
             raise ValueError(f"unknown activation(s) {unknown}; valid choices: {', '.join(MYNET_ACTIVATIONS)}.")
-        self.sizes = tuple(sizes)
-        self.activations = tuple(activations)
+        self.sizes, self.activations = tuple(sizes), tuple(activations)
         self.layers = nn.ModuleList(nn.Linear(a, b, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
         self.z: list[torch.Tensor] = []
         self.a: list[torch.Tensor] = []

@@ -1,7 +1,5 @@
-"""Defs-only import of a notebook: ``load_defs("02_manual_backprop_mlp")`` executes, in order, only the
-top-level statements of the notebook's code cells that define something: imports, ``def``, ``class`` and
-assignments to ALL_CAPS names (as ``ipynb.fs.defs`` does). Training, plots and prints are skipped, so
-tests, benchmarks and graders reach the notebook's own definitions in milliseconds."""
+"""Defs-only import of a notebook: ``load_defs("02_manual_backprop_mlp")`` runs, in order, only the top-level
+imports, ``def``, ``class`` and ALL_CAPS assignments of its code cells (training, plots, prints are skipped)."""
 
 import ast
 import json

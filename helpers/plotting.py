@@ -26,8 +26,7 @@ mpl.rcParams.update(STYLE)
 
 
 def savefig(fig: plt.Figure, name: str, formats: Sequence[str] = ("png", "svg", "pdf")) -> list[Path]:
-    """Write ``fig`` to ``<figures_dir>/<name>.png``, ``.svg`` and ``.pdf`` (the one a LaTeX report
-    includes), byte-identical for the same code; returns the paths. Quick mode writes to a scratch folder."""
+    """Write ``fig`` to ``<figures_dir>/<name>.<format>``, byte-identical for the same code; returns the paths."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"figure name {name!r} must be a plain file stem like '01_loss_curves'.")
     out = settings().figures_dir
@@ -51,9 +50,8 @@ def _finish(fig: plt.Figure, title: str | None = None) -> plt.Figure:
 
 def plot_curves(histories: Mapping[str, Mapping[str, Sequence[float]]] | Mapping[str, Sequence[float]],
                 metrics: Sequence[str] | None = None, title: str | None = None) -> plt.Figure:
-    """One panel per metric, one colour per run: ``histories`` is one history ``{"train_loss": [...], ...}``
-    or ``{run_name: history}``. Keys sharing a suffix share a panel, solid for train and dashed for
-    validation/test; ``metrics`` picks panels by suffix (default: every suffix found)."""
+    """One panel per key suffix (``metrics``, default all), one colour per run: ``histories`` is one history
+    ``{"train_loss": [...], ...}`` or ``{run_name: history}``; solid for train, dashed for validation/test."""
     if histories and all(isinstance(v, Sequence) for v in histories.values()):
         histories = {"": histories}
     panels = list(metrics or dict.fromkeys(key.rpartition("_")[2] for h in histories.values() for key in h))
@@ -95,9 +93,8 @@ def plot_confusion(cm, classes: Sequence[str], title: str | None = None) -> plt.
 
 def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, title: str | None = None,
                rescale: bool = True) -> plt.Figure:
-    """Show ``images`` (N x H x W or N x C x H x W, C = 1 or 3, float or uint8) in a grid, ``titles``: N
-    strings. ``rescale``: min-max scale each image; ``False`` shows true colours (floats clipped to [0, 1],
-    uint8 / 255)."""
+    """``images`` (N x H x W or N x C x H x W, C = 1 or 3) in a grid, ``titles``: N strings. ``rescale``: min-max
+    scale each image; ``False``: true colours (floats clipped to [0, 1], uint8 / 255)."""
     arr = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
     if arr.ndim == 4:
         arr = arr[:, 0] if arr.shape[1] == 1 else arr.transpose(0, 2, 3, 1)
@@ -125,8 +122,7 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, titl
 
 
 def plot_sweep_curves(records: Sequence[Mapping], title: str | None = None, highlight: str | None = None):
-    """Validation accuracy and loss per epoch, one line per sweep record in the order given (best
-    first); the record whose ``key`` is ``highlight`` is drawn bold."""
+    """Validation accuracy and loss per epoch, one line per sweep record; the one keyed ``highlight`` in bold."""
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.6))
     for r, color in zip(records, plt.get_cmap("viridis")(np.linspace(0, 1, len(records)))):
         bold = r["key"] == highlight
@@ -159,8 +155,7 @@ def plot_generalization_gap(records: Sequence[Mapping], title: str | None = None
 
 
 def plot_reliability(calibration: Mapping, title: str | None = None):
-    """Reliability diagram of ``helpers.train.calibration``: per confidence bin its accuracy (bar), mean
-    confidence (dot) and number of predictions, with the diagonal of perfect calibration."""
+    """Reliability diagram of ``helpers.train.calibration``: accuracy, mean confidence and count per bin."""
     conf, acc, count = (np.asarray(calibration[k], dtype=float) for k in ("confidence", "accuracy", "count"))
     edges = np.linspace(0, 1, len(count) + 1)
     bars = {"x": edges[:-1], "width": np.diff(edges), "align": "edge", "edgecolor": "black"}

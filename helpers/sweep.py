@@ -157,8 +157,7 @@ def append_record(path: Path, record: Mapping) -> None:
 
 
 def load_records(path: Path) -> list[dict]:
-    """All complete records in the JSON-lines file ``path`` ([] if absent). Damaged lines are reported
-    (``RuntimeWarning``, with line numbers), dropped and removed from the file."""
+    """All complete records in the JSON-lines file ``path`` ([] if absent); damaged lines: RuntimeWarning, removed."""
     path = Path(path)
     raw = path.read_bytes() if path.exists() else b""
     records, good, damaged = [], [], []
@@ -190,8 +189,7 @@ def build_model(config: Mapping, model_fn: Callable[[], nn.Module] | None = None
 
 
 def training_data(splits, config: Mapping, seed: int):
-    """``splits`` with the training set of ``config``: the first ``n_train`` images of a seeded
-    permutation (0: all), and for ``augment="double"`` one augmented copy of each appended."""
+    """``splits`` with ``config``'s training set: ``n_train`` seeded images (0: all), doubled by ``augment="double"``."""
     c = canonical_config(config)
     x, y = splits.train.x, splits.train.y
     if c["n_train"]:
@@ -205,8 +203,7 @@ def training_data(splits, config: Mapping, seed: int):
 
 
 def train_config(model: nn.Module, splits, config: Mapping, seed: int) -> dict:
-    """Default ``train_fn`` of :func:`sweep`: ``torch.optim.SGD`` and ``helpers.train.train`` as ``config``
-    says; returns the history. ``onecycle``: 30% warm-up to peak ``lr``, stepped per batch, momentum held."""
+    """Default ``train_fn`` of :func:`sweep`: SGD and ``helpers.train.train`` as ``config`` says; the history."""
     c = canonical_config(config)
     splits = training_data(splits, c, seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"], dampening=c["dampening"],
@@ -301,12 +298,10 @@ def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] 
           threads_per_worker: int | None = None, seed: int | None = None, train_fn: TrainFn | None = None,
           save_checkpoints: bool = True, progress: Callable[[str], None] | None = print) -> list[dict]:
     """Train one model per configuration (all validated first); returns one record each, in order:
-    ``key``, ``config``, ``label``, ``history``, ``final`` (last epoch), ``seconds``, ``threads``, ``context``
-    and ``checkpoint`` (file name in ``<results_dir>/<name>-checkpoints``). ``splits``: a DataSplits;
-    ``model_fn``: the network of configurations that name no ``model`` (picklable; default CIFAR2MLP);
-    ``workers``: processes (default one per core; 1 runs here), ``threads_per_worker`` each (default
-    cores // workers); ``seed``: default ``settings().seed``; ``train_fn(model, splits, config, seed)``
-    returns the history (default :func:`train_config`)."""
+    ``key``, ``config``, ``label``, ``history``, ``final`` (last epoch), ``seconds``, ``threads``, ``context``,
+    ``checkpoint`` (file name in ``<results_dir>/<name>-checkpoints``). ``model_fn``: the (picklable) network
+    of configurations naming no ``model``; ``workers``: processes (1 runs here), ``threads_per_worker`` each;
+    ``train_fn(model, splits, config, seed)`` returns the history (default :func:`train_config`)."""
     canon = validate_configs(configs)
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"sweep name {name!r} must be a plain file stem like '04_sweep'.")
@@ -412,8 +407,7 @@ def _check_main_guard(workers: int) -> None:
 def selected_model(record: Mapping, splits, model_fn: Callable[[], nn.Module] | None = None, *,
                    name: str = "sweep", results_dir: str | Path | None = None, seed: int | None = None,
                    train_fn: TrainFn | None = None) -> tuple[nn.Module, str]:
-    """``(model, "checkpoint")`` for a sweep ``record``, else ``(model, "retrained")``: retraining repeats the
-    run exactly (same weights). Pass the sweep's ``splits``, ``model_fn``, ``name`` and ``seed``."""
+    """``(model, "checkpoint")`` for a sweep ``record``, else ``(model, "retrained")`` (the same weights)."""
     config = canonical_config(record["config"])
     job = _make_job(splits, model_fn, seed, train_fn, [config])
     if config_key(config, job.contexts[_model_name(config)]) != record["key"]:
@@ -431,8 +425,7 @@ def selected_model(record: Mapping, splits, model_fn: Callable[[], nn.Module] | 
 
 
 def sort_results(results: Sequence[Mapping]) -> list[dict]:
-    """Records best first: highest final validation accuracy, then lowest validation loss, then the
-    order given. A NaN or missing loss or accuracy (a diverged run) ranks last."""
+    """Records best first: highest final val_acc, then lowest val_loss; a NaN or None (diverged) ranks last."""
     def rank(record):
         acc, loss = record["final"]["val_acc"], record["final"]["val_loss"]
         bad = lambda v: v is None or math.isnan(v)  # noqa: E731

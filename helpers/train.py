@@ -20,13 +20,9 @@ def train(model: nn.Module, splits, optimizer: torch.optim.Optimizer, epochs: in
           seed: int | None = None, loss_fn: LossFn = F.cross_entropy, scheduler=None, device=None,
           eval_split: str = "val", progress: bool | None = None, step_scheduler: str = "epoch",
           augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, list[float]]:
-    """Train ``model`` on ``splits.train`` for ``epochs``; evaluate on ``splits.<eval_split>`` after each.
-
-    Epoch ``e`` shuffles with seed ``seed + e`` (default seed: settings().seed). ``scheduler`` steps per
-    epoch, or per batch with ``step_scheduler="batch"``. ``augment`` maps a batch B x C x H x W to a new one.
-    Returns per-epoch lists ``train_loss``, ``train_acc`` (running means over the epoch, train mode),
-    ``<eval_split>_loss``, ``<eval_split>_acc`` (eval mode), ``lr`` (at the epoch's start), ``seconds``.
-    """
+    """Train ``model`` on ``splits.train`` (epoch ``e`` shuffled with seed ``seed + e``; ``augment``: batch -> batch).
+    Per-epoch lists: ``train_loss``, ``train_acc`` (running means, train mode), ``<eval_split>_loss``,
+    ``<eval_split>_acc`` (on ``splits.<eval_split>``, eval mode), ``lr`` (at the epoch's start), ``seconds``."""
     check_count("epochs", epochs)
     check_count("batch_size", batch_size)
     if eval_split not in ("val", "test", "train"):
@@ -123,9 +119,8 @@ def most_confident_mistakes(probs: torch.Tensor, y: torch.Tensor, k: int) -> tor
 
 
 def calibration(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 10) -> dict:
-    """Reliability of ``probs`` (N x C) for labels ``y`` (N), per bin b of top probability in
-    ((b-1)/n_bins, b/n_bins]: lists ``confidence`` (mean), ``accuracy`` (both NaN for an empty bin) and
-    ``count``, and ``ece`` = sum_b count_b/N * |accuracy_b - confidence_b|."""
+    """Per bin b of top probability in ((b-1)/n_bins, b/n_bins] of ``probs`` (N x C) for labels ``y`` (N): lists
+    ``confidence``, ``accuracy`` (NaN if empty), ``count``; ``ece`` = sum_b count_b/N |accuracy_b - confidence_b|."""
     if probs.ndim != 2 or len(probs) != len(y) or n_bins < 1:
         raise ValueError(f"need N x C probs, N labels and n_bins >= 1; got {tuple(probs.shape)}, "
                          f"{tuple(y.shape)}, n_bins={n_bins}.")
