@@ -150,11 +150,10 @@ def batches(split: Split, batch_size: int, shuffle: bool = True,
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1, e.g. 128.")
     generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-    order = torch.randperm(len(split), generator=generator) if shuffle else torch.arange(len(split))
-    order = order.to(split.x.device)
-    for start in range(0, len(split), batch_size):
-        idx = order[start:start + batch_size]
-        yield split.x.index_select(0, idx), split.y.index_select(0, idx)
+    order = torch.randperm(len(split), generator=generator).to(split.x.device) if shuffle else None
+    for start in range(0, len(split), batch_size):  # in order: views, no copies
+        idx = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+        yield split.x[idx], split.y[idx]
 
 
 def n_batches(split: Split, batch_size: int) -> int:
