@@ -24,7 +24,7 @@ from torch import nn
 
 from helpers.augment import random_affine
 from helpers.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from helpers.config import REPO_ROOT, seed_everything, settings
+from helpers.config import seed_everything, settings
 from helpers.data import n_batches
 from helpers.models import CIFAR2MLP, MODEL_KINDS, MODEL_VARIANTS, make_model
 from helpers.train import check_count, train
@@ -138,8 +138,9 @@ def zoo_configs(epochs: int, lr: Mapping[str, float], **common) -> list[dict]:
 
 
 def default_results_dir() -> Path:
-    """``<repo>/results`` (full), ``<repo>/build/quick-results`` (quick); both git-ignored."""
-    return REPO_ROOT / ("build/quick-results" if settings().quick else "results")
+    """``HELPERS_RESULTS_DIR``: by default ``<repo>/results`` (full), ``<repo>/build/quick-results`` (quick),
+    both git-ignored, and a fresh temporary folder under a grader."""
+    return settings().results_dir
 
 
 def checkpoint_dir(folder: str | Path, name: str) -> Path:
