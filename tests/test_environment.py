@@ -39,3 +39,23 @@ def test_dependencies_are_ranges_not_pins():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     for req in project["dependencies"]:
         assert "==" not in req, f"{req} is an exact pin; use a range"
+
+
+def _floor(package: str) -> tuple[int, ...]:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    req = next(r for r in project["dependencies"] if _name(r) == package)
+    return tuple(int(p) for p in re.search(r">=([0-9.]+)", req).group(1).split("."))
+
+
+def _installed(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.match(r"[0-9]+(\.[0-9]+)*", version).group(0).split("."))
+
+
+def test_installed_torch_is_within_the_safe_range():
+    """torch.load(weights_only=True) ran code up to torch 2.5.1 (CVE-2025-32434): the floor is 2.6."""
+    import torch
+    import torchvision
+
+    assert _floor("torch") >= (2, 6) and _floor("torchvision") >= (0, 21)
+    assert (2, 6) <= _installed(torch.__version__) < (3,), torch.__version__
+    assert _installed(torchvision.__version__) >= _floor("torchvision"), torchvision.__version__
