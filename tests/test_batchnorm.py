@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.backprop import (
+from helpers.grading import (
     finite_difference_gradients,
     grade_batchnorm_backward,
     grade_batchnorm_forward,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import backprop as bp
+from helpers import grading as bp
 from helpers.notebook import load_defs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -19,7 +19,7 @@ def _weights_only(nb, X):
     return lambda A_, B_, C_: nb.matrix_chain_loss(X, A_, B_, C_)
 
 
-# ---------------------------------------------------------------- gradient checker (helpers.backprop)
+# ---------------------------------------------------------------- gradient checker (helpers.grading)
 def test_rel_error_zero_for_equal_and_one_for_opposite():
     a = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
     assert bp.rel_error(a, a.clone()) == 0.0

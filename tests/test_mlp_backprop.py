@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import backprop as bp
+from helpers import grading as bp
 from helpers.config import REPO_ROOT
 from helpers.models import MYNET_ACTIVATIONS, MyNet
 from helpers.notebook import load_defs

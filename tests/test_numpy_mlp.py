@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.backprop import (
+from helpers.grading import (
     grade_activations,
     grade_numpy_backward,
     grade_numpy_forward,

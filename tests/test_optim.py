@@ -1,7 +1,7 @@
 """Notebook 03's SGD: ``sgd_step`` and ``ManualSGD`` (bit for bit equal to torch.optim.SGD), and their graders.
 
 The code under test is the notebook's own, reached by a defs-only import; the graders come from
-``helpers.backprop``. A grader must pass the notebook's solution and fail a broken one with an
+``helpers.grading``. A grader must pass the notebook's solution and fail a broken one with an
 AssertionError, its printed lines naming the setting that broke.
 """
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.backprop import grade_forgot_zero_grad, grade_manual_sgd, grade_sgd_step
+from helpers.grading import grade_forgot_zero_grad, grade_manual_sgd, grade_sgd_step
 from helpers.models import CIFAR2MLP, clone_model
 from helpers.notebook import load_defs, notebook_path
 
