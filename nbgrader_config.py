@@ -1,6 +1,6 @@
 # nbgrader settings of this series: copy this file next to your course's source/ folder (or run nbgrader
 # from the repository root). The grading kernel needs the `helpers` package installed (pip install -e .).
-from helpers.course import AFTER_TIMEOUT_S, CELL_LIMIT_S, GradingExecute, autograde_preprocessors
+from helpers.course import AFTER_TIMEOUT_S, CELL_LIMIT_S, autograde_preprocessors
 
 c = get_config()  # noqa: F821 - nbgrader provides get_config
 # Under nbgrader (NBGRADER_EXECUTION set) the notebooks run in quick mode, without progress bars (which

@@ -69,8 +69,12 @@ def meta(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
+def _joined(value) -> str:
+    return "".join(value) if isinstance(value, list) else value
+
+
 def text(cell) -> str:
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    return _joined(cell["source"])
 
 
 def is_check(cell) -> bool:
@@ -196,7 +200,7 @@ def _unchanged(cells: list[dict], released: dict[str, dict]) -> bool:
 
 def _fail_lines(cell) -> list[str]:
     lines = [ln for o in cell.get("outputs", []) if o.get("output_type") == "stream"
-             for ln in o.get("text", "").splitlines() if ln.startswith("FAIL")]
+             for ln in _joined(o.get("text", "")).splitlines() if ln.startswith("FAIL")]
     errors = [f"{o['ename']}: {o.get('evalue', '')}".strip() for o in cell.get("outputs", [])
               if o.get("output_type") == "error" and o.get("ename") != "AssertionError"]
     return lines or errors

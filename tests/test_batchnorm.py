@@ -182,7 +182,7 @@ def test_wrong_shapes_and_signatures_fail_without_crashing_the_grader(capsys):
                      "dgamma = (dout * x_hat).sum(dim=0, keepdim=True)")
     passed, failed, _ = report(grade_batchnorm_backward, keepdim, capsys)
     assert not passed and failed == {"dgamma vs autograd", "dgamma vs finite differences"}
-    assert "expected a tensor of shape (3,), got (1, 3)" in "".join(grade_output(grade_batchnorm_backward, keepdim, capsys))
+    assert "expected a tensor of shape (3,), got shape (1, 3)" in "".join(grade_output(grade_batchnorm_backward, keepdim, capsys))
 
     def no_eps(x, gamma, beta, running_mean, running_var, momentum=0.1):
         return x, None
