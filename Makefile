@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # nbconvert and nbval run kernels nobody watches: no progress bars in their outputs.
 QUICK_ENV := HELPERS_QUICK=1 HELPERS_DATA_SOURCE=offline HELPERS_PROGRESS=0 MPLBACKEND=Agg
 
-.PHONY: help env run test lint unit nbval bench offline-data notebooks clean student grade
+.PHONY: help env run test test-course lint unit nbval bench offline-data notebooks clean student grade
 
 help:
 	@echo "make run    - create the environment if missing, execute every notebook at full size"
@@ -25,7 +25,8 @@ help:
 	@echo "make bench  - run the benchmark scripts in bench/ (they print ratios)"
 	@echo "make notebooks - re-execute notebooks in quick mode and keep only the checked outputs"
 	@echo "make student - write the student edition (solutions stubbed, no outputs) to build/student/"
-	@echo "make grade NB=path/to/notebook.ipynb - run one notebook in quick mode and grade its exercises"
+	@echo "make grade NB=path/to/notebook.ipynb - grade one notebook with nbgrader's autograde (quick mode)"
+	@echo "make test-course - nbgrader end to end: autograde vs make grade, the student edition run on its own"
 
 env: $(STAMP)
 
@@ -74,12 +75,16 @@ lint: env
 	$(BIN)/ruff check .
 
 unit: env offline-data
-	$(QUICK_ENV) $(BIN)/pytest tests
+	$(QUICK_ENV) $(BIN)/pytest tests -m "not course"
 
 nbval: env offline-data
 	$(QUICK_ENV) $(BIN)/pytest -p no:cacheprovider notebooks
 
 test: lint unit nbval
+
+# nbgrader end to end (at most 20 minutes): .ci/run runs it after `make test`.
+test-course: env offline-data
+	PATH="$(abspath $(BIN)):$$PATH" $(QUICK_ENV) $(BIN)/pytest tests -m course
 
 bench: env
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
@@ -90,9 +95,10 @@ notebooks: env offline-data
 student: env
 	$(BIN)/python scripts/exercises.py student build/student
 
+# nbgrader's autograde of one notebook (quick mode under nbgrader); exit 0: all passed, 1: not all, 2: usage.
 grade: env
 	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/notebook.ipynb"; exit 2; }
-	$(BIN)/python scripts/exercises.py grade "$(NB)"
+	@$(BIN)/python scripts/exercises.py grade "$(NB)"
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -22,8 +22,8 @@ MNIST_DATASETS = ("mnist", "fashion_mnist")
 PROGRESS_CHOICES = ("auto", "1", "0")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
-# nbgrader sets NBGRADER_EXECUTION in the grading kernel; `make grade` sets HELPERS_GRADING=1.
-GRADING_VARIABLES = ("NBGRADER_EXECUTION", "HELPERS_GRADING")
+# nbgrader sets NBGRADER_EXECUTION (autograde, validate) in the kernels it runs, `make grade`'s included.
+GRADING_VARIABLE = "NBGRADER_EXECUTION"
 
 
 class SettingsError(ValueError):
@@ -102,10 +102,10 @@ def _path(env, name: str, default: Path) -> Path:
 
 
 def grading(environ=None) -> bool:
-    """Whether this process runs under a grader: nbgrader's autograde or validate (``NBGRADER_EXECUTION``),
-    or ``make grade`` (``HELPERS_GRADING=1``)."""
+    """Whether this process runs under nbgrader's autograde or validate (``NBGRADER_EXECUTION``), as in
+    ``make grade``."""
     env = os.environ if environ is None else environ
-    return any(env.get(name, "").strip() not in _FALSE for name in GRADING_VARIABLES)
+    return env.get(GRADING_VARIABLE, "").strip().lower() not in _FALSE
 
 
 def read_settings(environ: dict[str, str] | None = None) -> Settings:

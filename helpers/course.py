@@ -19,13 +19,10 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
-from nbgrader.converters import Autograde
-from nbgrader.preprocessors import Execute
-from traitlets import Integer
-
-from helpers.config import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]  # not helpers.config's: grading imports neither torch nor nbgrader
 
 ASSIGNMENT, STUDENT = "exercises", "student"
 CELL_LIMIT_S = 60  # per cell, in quick mode; the README's nbgrader_config.py sets the same
@@ -37,30 +34,40 @@ class UsageError(Exception):
     """A notebook that cannot be graded: missing, not a notebook, or not one of this series."""
 
 
-class GradingExecute(Execute):
-    """nbgrader's Execute, plus a liveness rule: once a cell has timed out, cells that are not check cells
-    get ``after_timeout`` seconds, so a function that never returns stalls no later cell for long."""
+@lru_cache(maxsize=1)
+def grading_execute() -> type:
+    """``GradingExecute``: nbgrader's Execute plus a liveness rule. Once a cell has timed out, cells that are
+    not check cells get ``after_timeout`` seconds, so a function that never returns stalls no later cell for
+    long. (Built on first use: importing this module loads neither nbgrader nor torch.)"""
+    from nbgrader.preprocessors import Execute
+    from traitlets import Integer
 
-    after_timeout = Integer(AFTER_TIMEOUT_S, help="Limit (s) of non-check cells after a timeout.").tag(config=True)
+    class GradingExecute(Execute):
+        after_timeout = Integer(AFTER_TIMEOUT_S, help="Limit (s) of non-check cells after a timeout.").tag(config=True)
 
-    def preprocess(self, nb, resources=None, km=None):
-        self._timed_out = False
-        return super().preprocess(nb, resources, km)
+        def preprocess(self, nb, resources=None, km=None):
+            self._timed_out = False
+            return super().preprocess(nb, resources, km)
 
-    def _get_timeout(self, cell):
-        limit = super()._get_timeout(cell)
-        if getattr(self, "_timed_out", False) and cell is not None and not is_check(cell):
-            return min(limit or self.after_timeout, self.after_timeout)
-        return limit
+        def _get_timeout(self, cell):
+            limit = super()._get_timeout(cell)
+            if getattr(self, "_timed_out", False) and cell is not None and not is_check(cell):
+                return min(limit or self.after_timeout, self.after_timeout)
+            return limit
 
-    def on_cell_executed(self, **kwargs):
-        super().on_cell_executed(**kwargs)
-        self._timed_out = self._timed_out or timed_out(kwargs["cell"])
+        def on_cell_executed(self, **kwargs):
+            super().on_cell_executed(**kwargs)
+            self._timed_out = self._timed_out or timed_out(kwargs["cell"])
+
+    return GradingExecute
 
 
 def autograde_preprocessors() -> list:
-    """nbgrader's own autograde preprocessors, with :class:`GradingExecute` in place of ``Execute``."""
-    return [GradingExecute if p is Execute else p for p in Autograde.autograde_preprocessors.default_value]
+    """nbgrader's own autograde preprocessors, with ``GradingExecute`` in place of ``Execute``."""
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import Execute
+
+    return [grading_execute() if p is Execute else p for p in Autograde.autograde_preprocessors.default_value]
 
 
 # ---- cells ----------------------------------------------------------------------------------------------
@@ -114,7 +121,15 @@ def read_notebook(path: Path) -> dict:
     return nb
 
 
-def find_source(submission: dict, candidates: list[Path]) -> Path:
+def strip_markers(nb: dict) -> dict:
+    """A copy of ``nb`` without marker lines: what a student who solved every exercise hands in."""
+    nb = json.loads(json.dumps(nb))
+    for cell in nb["cells"]:
+        cell["source"] = "".join(ln for ln in text(cell).splitlines(keepends=True) if not MARKER.match(ln))
+    return nb
+
+
+def find_source(submission: dict, candidates: list[Path], name: str = "this notebook") -> Path:
     """The notebook among ``candidates`` whose check cells' ``grade_id``s the submission carries (never by
     file name, so a renamed copy grades the same)."""
     ids = set(grade_ids(submission))
@@ -122,7 +137,7 @@ def find_source(submission: dict, candidates: list[Path]) -> Path:
         checks = {meta(c)["grade_id"] for c in read_notebook(path)["cells"] if is_check(c)}
         if checks and checks <= ids:
             return path
-    raise UsageError("this notebook carries none of the series' exercises (no known grade_id in its cells); "
+    raise UsageError(f"{name} carries none of the series' exercises (no known grade_id in its cells); "
                      "grade a notebook of the series, e.g. NB=notebooks/01_matrix_chain_backprop.ipynb.")
 
 
@@ -199,11 +214,16 @@ def _unchanged(cells: list[dict], released: dict[str, dict]) -> bool:
 
 
 def _fail_lines(cell) -> list[str]:
-    lines = [ln for o in cell.get("outputs", []) if o.get("output_type") == "stream"
+    """What a failed check cell says: its FAIL lines, else its error; and whether it wrote to stderr."""
+    outputs = cell.get("outputs", [])
+    lines = [ln for o in outputs if o.get("output_type") == "stream" and o.get("name") == "stdout"
              for ln in _joined(o.get("text", "")).splitlines() if ln.startswith("FAIL")]
-    errors = [f"{o['ename']}: {o.get('evalue', '')}".strip() for o in cell.get("outputs", [])
+    errors = [f"{o['ename']}: {o.get('evalue', '')}".strip() for o in outputs
               if o.get("output_type") == "error" and o.get("ename") != "AssertionError"]
-    return lines or errors
+    stderr = [_joined(o.get("text", "")).strip().splitlines()[:1] for o in outputs
+              if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    return (lines or errors) + [f"the check wrote to stderr, which nbgrader scores 0: {s[0] if s else ''}"
+                                for s in stderr[:1]]
 
 
 def results(source: dict, submission: dict, released: dict, graded: dict | None, scores: dict,
@@ -261,25 +281,29 @@ def _scores(course: Path, notebook: str) -> dict:
         return {g.name: (g.score, g.max_score) for g in nb.grades}
 
 
-def autograde(submission: Path, sources: list[Path], keep_stubs: bool) -> tuple[list[Result], str]:
+def autograde(submission: Path, sources: list[Path], keep_stubs: bool,
+              limit_s: int | None = None) -> tuple[list[Result], str, dict | None]:
     """Grade ``submission`` with nbgrader's autograde against the source among ``sources`` that it matches.
 
-    Returns the results and nbgrader's error line ('' when it graded the notebook)."""
+    Returns the results, nbgrader's error line ('' when it graded the notebook) and the autograded notebook
+    (None if there is none). ``limit_s`` overrides the per-cell limit of ``nbgrader_config.py`` (tests)."""
     student = read_notebook(submission)
-    source_path = find_source(student, sources)
+    source_path = find_source(student, sources, str(submission))
     course = new_course([source_path], keep_stubs)
     try:
         name = source_path.stem
         folder = course / "submitted" / STUDENT / ASSIGNMENT
         folder.mkdir(parents=True)
         shutil.copyfile(submission, folder / f"{name}.ipynb")
-        done = _nbgrader(course, "autograde", ASSIGNMENT, "--student", STUDENT, "--force", "--create")
+        limits = [f"--Execute.timeout={limit_s}", f"--GradingExecute.timeout={limit_s}"] if limit_s else []
+        done = _nbgrader(course, "autograde", ASSIGNMENT, "--student", STUDENT, "--force", "--create", *limits)
         graded_path = course / "autograded" / STUDENT / ASSIGNMENT / f"{name}.ipynb"
         graded = json.loads(graded_path.read_text()) if graded_path.is_file() else None
         scores = _scores(course, name) if graded is not None else {}
         error = "" if graded is not None and done.returncode == 0 else _error_line(done.stdout + done.stderr)
         released = json.loads((course / "release" / ASSIGNMENT / f"{name}.ipynb").read_text())
-        return results(read_notebook(source_path), student, released, graded, scores), error
+        items = results(read_notebook(source_path), student, released, graded, scores, limit_s or CELL_LIMIT_S)
+        return items, error, graded
     finally:
         shutil.rmtree(course, ignore_errors=True)
 

@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]  # the repository, or the student edition
-EDITION_FILES = ("helpers", "pyproject.toml", "environment.yml", "nbgrader_config.py", "scripts/exercises.py")
+EDITION_FILES = ("helpers", "bench", "pyproject.toml", "environment.yml", "nbgrader_config.py", "scripts/exercises.py")
 
 
 def write_student_edition(out: Path) -> None:
     """``out``/notebooks: nbgrader's release; ``out``/released: the same, the grader's reference; plus
-    helpers, the environment files, the nbgrader settings, this script, a Makefile and a README."""
+    helpers, bench, the environment files, the nbgrader settings, this script, and edition/'s Makefile and
+    README."""
     from helpers.course import release
 
     if out.exists():
@@ -32,7 +33,7 @@ def write_student_edition(out: Path) -> None:
         copy(HERE / name, out / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is
                                            shutil.copytree else {}))
     for name in ("Makefile", "README.md"):
-        shutil.copy2(HERE / "scripts" / "student" / name, out / name)
+        shutil.copy2(HERE / "edition" / name, out / name)
     print(f"student edition: {out}/ ({len(notebooks)} notebooks)")
 
 
@@ -41,7 +42,7 @@ def grade(path: Path) -> int:
 
     edition = (HERE / "released").is_dir()
     sources = sorted((HERE / ("released" if edition else "notebooks")).glob("0*.ipynb"))
-    results, error = autograde(path, sources, keep_stubs=edition)
+    results, error, _ = autograde(path, sources, keep_stubs=edition)
     if error:
         print(f"nbgrader: {error}")
     for result in sorted(results, key=lambda r: not r.points):  # exercises, then written answers
