@@ -106,3 +106,17 @@ def test_run_record_holds_settings_versions_and_payload(tmp_path):
     assert rec["settings"]["torch_threads"] == torch.get_num_threads()
     with pytest.raises(ValueError, match="plain file stem"):
         config.write_run_record("../escape", {}, s)
+
+
+def test_nbgrader_execution_means_quick_silent_and_isolated():
+    from helpers.config import read_settings
+
+    s = read_settings({"NBGRADER_EXECUTION": "autograde"})
+    assert s.quick and s.progress is False
+    assert s.results_dir != read_settings({"NBGRADER_EXECUTION": "autograde"}).results_dir  # fresh each time
+    assert "helpers-grading-" in str(s.results_dir) and s.figures_dir.parent == s.results_dir.parent
+    override = read_settings({"NBGRADER_EXECUTION": "validate", "HELPERS_QUICK": "0", "HELPERS_PROGRESS": "1",
+                              "HELPERS_RESULTS_DIR": "/tmp/r"})
+    assert not override.quick and override.progress is True and str(override.results_dir) == "/tmp/r"
+    plain = read_settings({})
+    assert not plain.quick and plain.results_dir.name == "results"

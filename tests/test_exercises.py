@@ -244,3 +244,9 @@ def test_usage_errors_exit_2(tmp_path, content):
 def test_make_grade_turns_a_usage_error_into_its_own_failure(tmp_path):
     out = make_grade(tmp_path / "missing.ipynb")
     assert out.returncode != 0 and "no such file" in out.stderr
+
+
+def test_readme_shows_the_nbgrader_config_that_grading_uses():
+    readme = (REPO / "README.md").read_text()
+    assert (REPO / "nbgrader_config.py").read_text() in readme
+    assert course.nbgrader_config() == (REPO / "nbgrader_config.py").read_text()
