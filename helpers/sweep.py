@@ -512,7 +512,9 @@ def _heartbeat(study, trial_id: int):
 
 def _run_trial(study, job: _Job) -> bool:
     """Pop one queued trial and train it; False if the queue was empty (a trial without a configuration)."""
-    trial = study.ask()
+    with warnings.catch_warnings():  # heartbeats: recorded by _heartbeat, not Study.optimize
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        trial = study.ask()
     attrs = trial.user_attrs
     if "key" not in attrs:  # another worker took the last queued trial
         study.tell(trial, state=TrialState.FAIL)
@@ -589,7 +591,7 @@ def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] 
     keys = [config_key(c, job.contexts[_model_name(c)]) for c in canon]
     spec = storage_spec(storage, folder, name)
     desc = _describe(job)
-    if not is_journal(spec) and desc["why_not"]:
+    if not is_journal(spec) and not spec.startswith("sqlite") and desc["why_not"]:
         raise JobError(f"a database storage serves workers on other machines, and they cannot rebuild this sweep: "
                        f"{desc['why_not']}. Fix: use a loader of helpers.data and a module-level model_fn, or a "
                        "journal file (storage=None) on one machine.")
@@ -716,8 +718,9 @@ class _Pool:
         except (pickle.PicklingError, AttributeError, TypeError):
             payload = b"__main__"
         if b"__main__" in payload:
-            raise JobError("the sweep's model_fn or train_fn is defined in a notebook cell or in the script run as "
-                           "__main__, and worker processes cannot import it. Fix: define it in a module, or workers=1.")
+            raise JobError("the sweep's model_fn or train_fn cannot reach worker processes: it is a lambda, or defined "
+                           "in a notebook cell or in the script run as __main__, which a worker cannot import. "
+                           "Fix: define it in a module, or workers=1.")
         env = {**os.environ, STORAGE_VARIABLE: spec,
                "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                               *filter(None, [os.environ.get("PYTHONPATH")])])}
