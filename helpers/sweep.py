@@ -546,15 +546,22 @@ def _run_trial(study, job: _Job) -> bool:
 def work(study, job: _Job, stop: threading.Event | None = None) -> int:
     """Train queued trials of ``study`` until its queue is empty or ``stop`` is set; returns how many ran."""
     ran = 0
-    previous = torch.get_num_threads()
-    torch.set_num_threads(job.threads)
-    try:
+    with _threads(job.threads):
         while not (stop and stop.is_set()) and _trials(study, TrialState.WAITING):
             recover(study)
             ran += _run_trial(study, job)
+    return ran
+
+
+@contextmanager
+def _threads(n: int):
+    """torch uses ``n`` threads inside the block (float32 sums depend on it: equal runs need equal counts)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
     finally:
         torch.set_num_threads(previous)
-    return ran
 
 
 # ---------------------------------------------------------------- the sweep: fill the queue, work, collect
@@ -614,7 +621,8 @@ def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] 
         return [records[k] for k in keys if k in records]
     pool = _Pool(spec, name, job, folder, min(workers, len(canon) - done) - 1)
     try:
-        return _collect(study, job, keys, pool, say)
+        with _threads(job.threads):
+            return _collect(study, job, keys, pool, say)
     except BaseException:
         pool.stop(study)
         raise
@@ -790,12 +798,8 @@ def selected_model(record: Mapping, splits, model_fn: Callable[[], nn.Module] | 
     path = checkpoint_dir(default_results_dir() if results_dir is None else results_dir, name) / f"{record['key']}.pt"
     if path.is_file():
         return load_checkpoint(build_model(config, model_fn), path), "checkpoint"
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(record.get("threads", 1)))
-    try:
+    with _threads(int(record.get("threads", 1))):
         return _trained(job, config)[0], "retrained"
-    finally:
-        torch.set_num_threads(previous)
 
 
 def sort_results(results: Sequence[Mapping]) -> list[dict]:
@@ -895,4 +899,7 @@ def _work_command(args) -> int:
 if __name__ == "__main__":  # one copy of this module: the job's classes are helpers.sweep's
     from helpers.sweep import main as _main
 
-    sys.exit(_main())
+    status = _main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # every result is stored; skip the teardown of torch (seconds), so no worker lingers
