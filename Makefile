@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # nbconvert and nbval run kernels nobody watches: no progress bars in their outputs.
 QUICK_ENV := HELPERS_QUICK=1 HELPERS_DATA_SOURCE=offline HELPERS_PROGRESS=0 MPLBACKEND=Agg
 
-.PHONY: help env run test test-course lint unit nbval bench offline-data notebooks clean student grade
+.PHONY: help env run test test-course lint unit nbval bench offline-data postgres notebooks clean student grade
 
 help:
 	@echo "make run    - create the environment if missing, execute every notebook at full size"
@@ -46,6 +46,15 @@ offline-data:
 	  fi; \
 	fi
 
+# Debian's PostgreSQL for the tests of helpers.sweep on a database: installed by `make test` only under CI=true
+# as root (on an instructor's machine the tests skip and name the command; no system database is started).
+postgres:
+	@if [ "$${CI:-}" = true ] && [ "$$(id -u)" = 0 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
+	   command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  (apt-get install -y -q postgresql || (apt-get update -q && apt-get install -y -q postgresql)); \
+	fi
+
 run: env
 	@raw=$${HELPERS_DATA_DIR:-data}/MNIST/raw; \
 	if [ "$${HELPERS_DATA_SOURCE:-auto}" != offline ] && [ ! -f $$raw/train-images-idx3-ubyte ] && \
@@ -74,7 +83,7 @@ report: env
 lint: env
 	$(BIN)/ruff check .
 
-unit: env offline-data
+unit: env offline-data postgres
 	$(QUICK_ENV) $(BIN)/pytest tests -m "not course"
 
 nbval: env offline-data

@@ -1,4 +1,4 @@
-"""Sweep wall time: serial versus parallel workers, same configurations, same run.
+"""Sweep wall time: serial versus parallel workers, and the study-backed runner versus the old one.
 
     .venv/bin/python bench/bench_sweep.py                 # 6 configs x 2 epochs, 2 rounds (a few minutes)
     .venv/bin/python bench/bench_sweep.py --full --rounds 1   # the whole default grid at full size
@@ -9,20 +9,25 @@ CIFAR-10 is missing), each into a fresh results folder so nothing is skipped:
 - ``serial, N threads``: one process, one configuration after another, torch using all N cores
   (what a plain loop over configurations does);
 - ``serial, 1 thread``: the same with one thread: the reference the parallel results must equal;
-- ``parallel``: ``workers`` processes (default one per core), one thread each.
+- ``parallel``: ``workers`` processes (default one per core), one thread each;
+- ``old runner``: the same, through the runner before the Optuna study (a process pool and a JSON-lines file),
+  read from git (``git show 6a4a003:helpers/sweep.py``) into a temporary module at bench time.
 
 Rounds are interleaved (serial, parallel, serial, ...) so that load from other processes
 hits every variant alike; the load average is printed before and after. Parallel times
 include starting the workers. The script checks that parallel and 1-thread serial
-histories are exactly equal and prints the speed-ups.
+histories are exactly equal (and the old runner's too) and prints the speed-ups and the ratio of the study-backed
+runner's wall time to the old runner's (target: <= 1.1).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.data import load_cifar2  # noqa: E402
 from helpers.models import CIFAR2MLP  # noqa: E402
 from helpers.sweep import default_grid, default_workers, sweep  # noqa: E402
+
+OLD_COMMIT = "6a4a003"  # the last runner before the Optuna study
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,11 +63,22 @@ def pick_configs(n: int, epochs: int) -> list[dict]:
     return [grid[int(i * step)] for i in range(n)]
 
 
-def timed_sweep(configs, splits, workers: int, threads: int) -> tuple[float, list[dict]]:
+def old_sweep():
+    """``sweep`` of helpers/sweep.py at OLD_COMMIT, as an importable module in a temporary folder (its worker
+    processes import it by name)."""
+    source = subprocess.check_output(["git", "show", f"{OLD_COMMIT}:helpers/sweep.py"],
+                                     cwd=Path(__file__).resolve().parents[1])
+    folder = Path(tempfile.mkdtemp(prefix="bench_old_runner_"))
+    (folder / f"old_sweep_{OLD_COMMIT}.py").write_bytes(source)
+    sys.path.insert(0, str(folder))
+    return importlib.import_module(f"old_sweep_{OLD_COMMIT}").sweep
+
+
+def timed_sweep(configs, splits, workers: int, threads: int, run=sweep) -> tuple[float, list[dict]]:
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as folder:
         start = time.perf_counter()
-        results = sweep(configs, splits, CIFAR2MLP, name="bench", results_dir=folder, workers=workers,
-                        threads_per_worker=threads, progress=None)
+        results = run(configs, splits, CIFAR2MLP, name="bench", results_dir=folder, workers=workers,
+                      threads_per_worker=threads, progress=None)
         return time.perf_counter() - start, results
 
 
@@ -79,7 +97,9 @@ def main() -> None:
     print(f"data: {splits.source}, train={len(splits.train)} val={len(splits.val)}")
     print(f"{len(configs)} configurations, {epochs} epochs in all; {cores} cores; parallel: {workers} workers x 1 thread")
     print(f"load average before: {os.getloadavg()}")
-    variants = {f"serial, {cores} threads": (1, cores), "serial, 1 thread": (1, 1), f"parallel, {workers} x 1": (workers, 1)}
+    old = f"old runner ({OLD_COMMIT}), {workers} x 1"
+    variants = {f"serial, {cores} threads": (1, cores), "serial, 1 thread": (1, 1), f"parallel, {workers} x 1": (workers, 1),
+                old: (workers, 1, old_sweep())}
     if args.skip_multithread_serial:
         del variants[f"serial, {cores} threads"]
     times: dict[str, list[float]] = {v: [] for v in variants}
@@ -101,6 +121,8 @@ def main() -> None:
     if serN in med:
         print(f"speed-up parallel vs serial ({cores} threads): {med[serN] / med[par]:.2f}x")
     print(f"speed-up parallel vs serial (1 thread):  {med[ser1] / med[par]:.2f}x")
+    print("old runner's histories equal the 1-thread serial ones exactly:", json.dumps(outputs[old]) == json.dumps(outputs[ser1]))
+    print(f"study-backed runner / old runner, wall time ({workers} workers): {med[par] / med[old]:.3f} (target <= 1.1)")
 
 
 if __name__ == "__main__":

@@ -154,6 +154,31 @@ def plot_generalization_gap(records: Sequence[Mapping], title: str | None = None
     return _finish(fig, title)
 
 
+def best_so_far(trials: Sequence[tuple[float | None, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Best final value after each trial and the epochs trained so far, for ``trials`` of (final value, or None
+    for a pruned run; epochs it trained, pruned ones included). Returns two arrays of length T (NaN: none yet)."""
+    values = np.array([np.nan if v is None else v for v, _ in trials], dtype=float)
+    best = np.fmax.accumulate(values) if len(values) else values
+    return best, np.cumsum([e for _, e in trials])
+
+
+def plot_search_progress(searches: Mapping[str, Sequence[tuple[float | None, int]]], title: str | None = None,
+                         ylabel: str = "best validation accuracy"):
+    """Best value so far against trials and against epochs trained, one line per search (see :func:`best_so_far`);
+    a pruned trial is a hollow marker."""
+    fig, (ax_trials, ax_epochs) = plt.subplots(1, 2, figsize=(11, 4.0), sharey=True)
+    for name, trials in searches.items():
+        best, epochs = best_so_far(trials)
+        pruned = np.array([v is None for v, _ in trials], dtype=bool)
+        line, = ax_trials.plot(np.arange(1, len(best) + 1), best, drawstyle="steps-post", label=name)
+        ax_epochs.plot(epochs, best, drawstyle="steps-post", color=line.get_color())
+        ax_epochs.scatter(epochs[pruned], best[pruned], facecolors="none", edgecolors=line.get_color(), s=18)
+    ax_trials.set(xlabel="trials", ylabel=ylabel)
+    ax_epochs.set(xlabel="epochs trained (pruned runs' epochs counted; hollow: pruned)")
+    ax_trials.legend()
+    return _finish(fig, title)
+
+
 def plot_reliability(calibration: Mapping, title: str | None = None):
     """Reliability diagram of ``helpers.train.calibration``: accuracy, mean confidence and count per bin."""
     conf, acc, count = (np.asarray(calibration[k], dtype=float) for k in ("confidence", "accuracy", "count"))

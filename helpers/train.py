@@ -19,10 +19,12 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def train(model: nn.Module, splits, optimizer: torch.optim.Optimizer, epochs: int, batch_size: int = 128,
           seed: int | None = None, loss_fn: LossFn = F.cross_entropy, scheduler=None, device=None,
           eval_split: str = "val", progress: bool | None = None, step_scheduler: str = "epoch",
-          augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, list[float]]:
+          augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+          on_epoch: Callable[[int, dict[str, list[float]]], None] | None = None) -> dict[str, list[float]]:
     """Train ``model`` on ``splits.train`` (epoch ``e`` shuffled with seed ``seed + e``; ``augment``: batch -> batch).
     Per-epoch lists: ``train_loss``, ``train_acc`` (running means, train mode), ``<eval_split>_loss``,
-    ``<eval_split>_acc`` (on ``splits.<eval_split>``, eval mode), ``lr`` (at the epoch's start), ``seconds``."""
+    ``<eval_split>_acc`` (on ``splits.<eval_split>``, eval mode), ``lr`` (at the epoch's start), ``seconds``.
+    ``on_epoch(epoch, history)`` runs after each epoch (1-based), e.g. to report to a pruner; it may raise to stop."""
     check_count("epochs", epochs)
     check_count("batch_size", batch_size)
     if eval_split not in ("val", "test", "train"):
@@ -64,6 +66,8 @@ def train(model: nn.Module, splits, optimizer: torch.optim.Optimizer, epochs: in
         for key, value in zip(keys, values):
             history[key].append(value)
         bar.set_postfix(loss=f"{values[0]:.4f}", **{f"{eval_split}_acc": f"{eval_acc:.4f}"})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history)
     return history
 
 

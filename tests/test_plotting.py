@@ -54,6 +54,15 @@ def test_sweep_and_reliability_figures():
     plt.close("all")
 
 
+def test_search_progress_counts_pruned_epochs_and_keeps_the_best():
+    best, epochs = plotting.best_so_far([(None, 2), (0.6, 5), (None, 1), (0.7, 5), (0.65, 5)])
+    assert np.isnan(best[0]) and best[1:].tolist() == [0.6, 0.6, 0.7, 0.7]
+    assert epochs.tolist() == [2, 7, 8, 13, 18]
+    fig = plotting.plot_search_progress({"grid": [(0.5, 5)], "random": [(None, 2), (0.6, 5)]}, title="t")
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
+    plt.close(fig)
+
+
 def test_savefig_rejects_paths(figures_dir):
     with pytest.raises(ValueError, match="plain file stem"):
         plotting.savefig(_figure(), "../x")

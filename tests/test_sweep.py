@@ -1,14 +1,17 @@
-"""helpers.sweep: config validation, hashing, resumable JSONL results, selection, parallel == serial."""
+"""helpers.sweep: config validation, hashing, the study as the store (resume, damaged journals, reused names),
+selection, parallel == serial, failures of workers and of training."""
 
 import functools
 import json
 import os
 import subprocess
 import sys
+import time
 import warnings
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
@@ -85,7 +88,7 @@ def test_bad_config_fails_before_any_training(tmp_path, bad, key):
         _run(tmp_path, fake, configs)
     assert key in str(err.value)
     assert fake.calls == []
-    assert not (tmp_path / "t.jsonl").exists()
+    assert not (tmp_path / "t.journal").exists()
 
 
 def test_missing_required_key_and_duplicates_are_rejected():
@@ -127,7 +130,11 @@ def test_model_and_data_keys_are_validated(bad, match):
         sw.canonical_config({"lr": 0.1, "epochs": 1, **bad})
 
 
-# ---------------------------------------------------------------- resume and damaged files
+# ---------------------------------------------------------------- resume, the study's trials, damaged journals
+
+
+def _study(tmp_path, name="t"):
+    return optuna.load_study(study_name=name, storage=sw.open_storage(str(tmp_path / f"{name}.journal")))
 
 
 def test_rerun_skips_finished_configs(tmp_path):
@@ -136,62 +143,70 @@ def test_rerun_skips_finished_configs(tmp_path):
     b = _run(tmp_path, second)
     assert len(first.calls) == len(CONFIGS) and second.calls == []
     assert a == b
-    lines = (tmp_path / "t.jsonl").read_text().splitlines()
-    assert len(lines) == len(CONFIGS) and all(json.loads(line)["key"] for line in lines)
+    trials = _study(tmp_path).get_trials()
+    assert len(trials) == len(CONFIGS) and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [t.user_attrs["key"] for t in trials] == [r["key"] for r in a]
+    assert all({"key", "config", "host", "pid"} <= t.user_attrs.keys() for t in trials)
+    assert [t.value for t in trials] == [r["final"]["val_acc"] for r in a]  # the objective: final val_acc
+    assert sw.study_records("t", results_dir=tmp_path) == a
 
 
 def test_interrupted_sweep_loses_nothing_and_repeats_nothing(tmp_path):
     interrupted = _FakeTrain(fail_at=4)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, interrupted)
-    assert len(sw.load_records(tmp_path / "t.jsonl")) == 4
+    assert len(sw.study_records("t", results_dir=tmp_path)) == 4
     resumed = _FakeTrain()
     results = _run(tmp_path, resumed)
-    assert resumed.calls == sw.validate_configs(CONFIGS[4:])  # only the unfinished ones
+    assert sorted(map(json.dumps, resumed.calls)) == sorted(map(json.dumps, sw.validate_configs(CONFIGS[4:])))
     assert [r["config"] for r in results] == sw.validate_configs(CONFIGS)  # in the order asked
     fresh = _run(tmp_path / "fresh", _FakeTrain())  # an uninterrupted sweep
     assert _untimed(results) == _untimed(fresh)
 
 
-def test_damaged_last_line_is_reported_dropped_and_retrained(tmp_path):
-    _run(tmp_path, _FakeTrain())
-    path = tmp_path / "t.jsonl"
+def test_cut_last_line_of_the_journal_is_dropped_with_a_warning_and_retrained(tmp_path):
+    # A process killed while appending leaves a cut last line (and its trial RUNNING under a dead pid).
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from pathlib import Path; "
+            f"from test_sweep import _run, _FakeTrain; _run(Path({str(tmp_path)!r}), _FakeTrain())")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    path = tmp_path / "t.journal"
     raw = path.read_bytes()
     last_start = raw.rstrip(b"\n").rfind(b"\n") + 1
-    path.write_bytes(raw[: last_start + 40])  # a crash cut the last line mid-write
+    path.write_bytes(raw[: last_start + 20])  # a crash cut the last line mid-write: the last tell is lost
     again = _FakeTrain()
-    with pytest.warns(RuntimeWarning, match=rf"t\.jsonl: dropped damaged line\(s\) \[{len(CONFIGS)}\]"):
+    with pytest.warns(RuntimeWarning, match=r"t\.journal: dropped a cut last line"):
         results = _run(tmp_path, again)
-    assert len(again.calls) == 1  # only the damaged config is retrained
+    assert len(again.calls) == 1  # only the config whose completion was cut is trained again
     assert len(results) == len(CONFIGS)
+    assert path.read_bytes().endswith(b"\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the file was repaired: no warning any more
-        records = sw.load_records(path)
-    assert len(records) == len(CONFIGS)
-    assert path.read_bytes().endswith(b"\n")
+        assert _run(tmp_path, _FakeTrain()) == results
 
 
-def test_garbage_in_the_middle_is_dropped_not_fatal(tmp_path):
-    path = tmp_path / "t.jsonl"
-    sw.append_record(path, {"key": "a", "config": {}, "history": {}})
-    with open(path, "ab") as f:
-        f.write(b'{"key": "b", "conf\n[1, 2]\n')
-    sw.append_record(path, {"key": "c", "config": {}, "history": {}})
-    with pytest.warns(RuntimeWarning, match=r"\[2, 3\]"):
-        records = sw.load_records(path)
-    assert [r["key"] for r in records] == ["a", "c"]
-
-
-def test_results_from_other_data_do_not_count_as_done(tmp_path):
+def test_other_damage_of_the_journal_is_an_error_naming_the_file(tmp_path):
     _run(tmp_path, _FakeTrain())
+    path = tmp_path / "t.journal"
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(lines[:2] + [b'{"op_code": 4, "trial_id'] + lines[2:]))
+    with pytest.raises(sw.StorageError, match=rf"{path}: line 3 is damaged"):
+        _run(tmp_path, _FakeTrain())
+
+
+def test_a_reused_name_with_other_data_or_seed_is_an_error_saying_how_to_start_a_new_study(tmp_path):
+    _run(tmp_path, _FakeTrain())
+    for splits, seed in ((_tiny_splits(seed=1), 0), (_tiny_splits(), 1)):  # other data; other initial weights
+        other = _FakeTrain()
+        with pytest.raises(ValueError, match="other data, model or seed.*start a new study with another name="):
+            sw.sweep(CONFIGS, splits, _tiny_model, results_dir=tmp_path, name="t", train_fn=other,
+                     seed=seed, workers=1, save_checkpoints=False, progress=None)
+        assert other.calls == []
     other = _FakeTrain()
-    sw.sweep(CONFIGS, _tiny_splits(seed=1), _tiny_model, results_dir=tmp_path, name="t", train_fn=other,
-             seed=0, workers=1, save_checkpoints=False, progress=None)  # same configs, different data
+    sw.sweep(CONFIGS, _tiny_splits(seed=1), _tiny_model, results_dir=tmp_path, name="t2", train_fn=other,
+             seed=0, workers=1, save_checkpoints=False, progress=None)  # a new study trains them all
     assert len(other.calls) == len(CONFIGS)
-    again = _FakeTrain()
-    sw.sweep(CONFIGS, _tiny_splits(), _tiny_model, results_dir=tmp_path, name="t", train_fn=again,
-             seed=1, workers=1, save_checkpoints=False, progress=None)  # same data, other initial weights
-    assert len(again.calls) == len(CONFIGS)
+    more = [{**CONFIGS[0], "lr": 0.3}]  # adding configurations to an existing study is fine
+    assert len(_run(tmp_path, _FakeTrain(), configs=CONFIGS + more)) == len(CONFIGS) + 1
 
 
 def test_every_config_starts_from_the_same_weights(tmp_path):
@@ -243,8 +258,8 @@ def test_parallel_equals_serial_with_real_training(tmp_path):
 
 
 def test_bad_worker_counts_are_rejected(tmp_path):
-    with pytest.raises(ValueError, match="workers=0"):
-        _run(tmp_path, _FakeTrain(), workers=0)
+    with pytest.raises(ValueError, match="workers=-1"):
+        _run(tmp_path, _FakeTrain(), workers=-1)
     with pytest.raises(ValueError, match="threads_per_worker=-1"):
         _run(tmp_path, _FakeTrain(), threads_per_worker=-1)
 
@@ -329,7 +344,7 @@ def test_configs_of_one_model_share_initial_weights_and_data_options_change_the_
     assert torch.equal(doubled.y[n:], splits.train.y) and not torch.equal(doubled.x[n:], splits.train.x)
 
 
-UNGUARDED = """
+SCRIPT = """
 import functools, torch
 from helpers import sweep as sw
 from helpers.data import DataSplits, Split
@@ -341,25 +356,21 @@ splits = DataSplits(*s, mean=torch.zeros(3), std=torch.ones(3), source="t", data
 configs = [{"lr": lr, "epochs": 1} for lr in (0.1, 0.2)]
 sw.sweep(configs, splits, functools.partial(CIFAR2MLP, sizes=(48, 2)), results_dir=FOLDER, workers=2,
          progress=None)
+def net():
+    return CIFAR2MLP(sizes=(48, 2))
+sw.sweep(configs, splits, net, name="main", results_dir=FOLDER, workers=2, progress=None)
 """
 
 
-@pytest.mark.parametrize("guarded", [False, True])
-def test_a_script_without_main_guard_gets_a_clear_error(tmp_path, guarded):
-    code = UNGUARDED.replace("FOLDER", repr(str(tmp_path)))
-    if guarded:
-        code = code.replace("\nsw.sweep(", '\nif __name__ == "__main__":\n    sw.sweep(')
+def test_a_script_without_main_guard_works_and_a_model_fn_of_main_gets_a_clear_error(tmp_path):
+    # Workers are `python -m helpers.sweep work` processes: they never import the script.
     script = tmp_path / "script.py"
-    script.write_text(code)
+    script.write_text(SCRIPT.replace("FOLDER", repr(str(tmp_path))))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240,
                          cwd=Path(__file__).resolve().parents[1])
-    if guarded:
-        assert out.returncode == 0, out.stderr
-        assert len(sw.load_records(tmp_path / "sweep.jsonl")) == 2
-    else:
-        assert out.returncode == 1
-        assert 'outside `if __name__ == "__main__":`' in out.stderr and "script.py, line 11" in out.stderr
-        assert out.stderr.count("Traceback") == 1  # no worker ever started
+    assert len(sw.study_records("sweep", results_dir=tmp_path)) == 2
+    assert out.returncode == 1 and "JobError" in out.stderr and "define it in a module, or workers=1" in out.stderr
+    assert out.stderr.count("Traceback") == 1
 
 
 class _DieInWorker:
@@ -371,11 +382,101 @@ class _DieInWorker:
     def __call__(self, model, splits, config, seed):
         if os.getpid() != self.parent:
             os._exit(3)
+        time.sleep(1.0)  # slow enough here that the worker gets trials
         e = config["epochs"]
         return {"train_loss": [1.0] * e, "train_acc": [0.5] * e, "val_loss": [1.0] * e, "val_acc": [0.5] * e}
 
 
-def test_a_dying_worker_stops_the_sweep_with_an_error_and_keeps_finished_results(tmp_path):
-    with pytest.raises(BrokenProcessPool):
-        _run(tmp_path, _DieInWorker(), workers=2)
-    assert len(sw.load_records(tmp_path / "t.jsonl")) < len(CONFIGS)  # what the parent finished, nothing more
+def test_a_dying_worker_s_trial_is_failed_and_queued_again_and_nothing_is_lost(tmp_path):
+    results = _run(tmp_path, _DieInWorker(), workers=2)
+    assert len(results) == len(CONFIGS)
+    trials = _study(tmp_path).get_trials()
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all("error" not in t.user_attrs and t.user_attrs["pid"] != os.getpid() for t in failed)
+    complete = [t.user_attrs["key"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(complete) == sorted(r["key"] for r in results)  # every config complete exactly once
+
+
+def test_a_configuration_whose_training_raises_is_failed_once_and_reported(tmp_path):
+    def train_fn(model, splits, config, seed):
+        if config["lr"] == 0.05 and config["weight_decay"] == 0:
+            raise FloatingPointError("boom in training")
+        return _FakeTrain()(model, splits, config, seed)
+    with pytest.raises(RuntimeError, match=r"1 configuration\(s\) did not complete:\nlr=0.05 m=0.9 wd=0: its "
+                                           r"training raised\n(.|\n)*FloatingPointError: boom in training"):
+        _run(tmp_path, train_fn)
+    trials = _study(tmp_path).get_trials()
+    assert len(trials) == len(CONFIGS)  # not retried
+    assert sum(t.state == optuna.trial.TrialState.FAIL for t in trials) == 1
+
+
+def test_a_config_whose_worker_dies_is_retried_at_most_twice_then_named(tmp_path):
+    sw.sweep(CONFIGS[:1], _tiny_splits(), _tiny_model, results_dir=tmp_path, name="t", workers=0, progress=None)
+    study = _study(tmp_path)
+    for attempt in range(3):
+        trial = study.ask()
+        assert trial.user_attrs["attempt"] == attempt
+        sw._requeue(study, study.get_trials()[trial.number])  # as if its worker had died
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # the third death: not queued again
+    by_key = sw._by_key(study)
+    with pytest.raises(RuntimeError, match="lr=0.01 m=0.9 wd=0: failed 3 times"):
+        sw._raise_failed(list(by_key), {}, by_key)
+
+
+def test_workers_0_only_fills_the_queue_and_returns_what_is_complete(tmp_path):
+    assert _run(tmp_path, _FakeTrain(), configs=CONFIGS[:2]) and True
+    fake = _FakeTrain()
+    records = _run(tmp_path, fake, workers=0)
+    assert fake.calls == [] and len(records) == 2
+    assert len(_study(tmp_path).get_trials(states=(optuna.trial.TrialState.WAITING,))) == len(CONFIGS) - 2
+
+
+def test_a_diverged_run_is_a_complete_trial_with_a_number(tmp_path):
+    def diverge(model, splits, config, seed):
+        e = config["epochs"]
+        return {"train_loss": [float("nan")] * e, "train_acc": [0.5] * e, "val_loss": [float("nan")] * e,
+                "val_acc": [float("nan")] * e}
+    (record,) = _run(tmp_path, diverge, configs=CONFIGS[:1])
+    (trial,) = _study(tmp_path).get_trials()
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.0 and trial.user_attrs["diverged"]
+    assert record["final"]["val_loss"] != record["final"]["val_loss"]  # NaN kept in the record
+
+
+def test_unreachable_storage_is_one_clear_error_with_the_password_masked(tmp_path, monkeypatch, capsys):
+    import socket
+
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    url = f"postgresql+psycopg://teacher:s3cret@127.0.0.1:{silent.getsockname()[1]}/course"
+    start = time.monotonic()
+    with pytest.raises(sw.StorageError) as err:
+        sw.sweep(ZOO, replace(_tiny_digits(), dataset="mnist"), name="t", storage=url, workers=0, progress=None)
+    assert time.monotonic() - start < 10
+    assert "teacher:***@127.0.0.1" in str(err.value) and "s3cret" not in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    port = silent.getsockname()[1]
+    silent.close()
+    monkeypatch.setenv("HELPERS_SWEEP_STORAGE", url.replace(f":{port}/", ":1/"))  # refused at once
+    assert sw.main(["work", "--study", "t"]) != 0  # what `python -m helpers.sweep work` exits with
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert "teacher:***@127.0.0.1:1/course" in err and "s3cret" not in err
+
+
+def test_storage_choices_that_cannot_work_are_refused_before_any_training(tmp_path):
+    fake = _FakeTrain()
+    with pytest.raises(sw.StorageError, match="SQLite is not for several processes"):
+        _run(tmp_path, fake, storage=f"sqlite:///{tmp_path}/t.db", workers=2)
+    with pytest.raises(sw.JobError, match="a database storage serves workers on other machines.*model_fn"):
+        _run(tmp_path, fake, storage="postgresql+psycopg://u:pw@127.0.0.1:1/db", workers=0)
+    assert fake.calls == []
+    assert len(_run(tmp_path, fake, storage=f"sqlite:///{tmp_path}/t.db", workers=1)) == len(CONFIGS)
+
+
+def test_a_worker_on_a_missing_or_empty_study_says_so_and_exits_0(tmp_path, capsys):
+    assert sw.main(["work", "--study", "none", "--storage", str(tmp_path / "none.journal")]) == 0
+    assert "no study 'none'" in capsys.readouterr().out
+    _run(tmp_path, _FakeTrain())
+    assert sw.main(["work", "--study", "t", "--storage", str(tmp_path / "t.journal")]) == 0
+    assert "no queued trials" in capsys.readouterr().out

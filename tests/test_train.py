@@ -49,6 +49,21 @@ def test_same_seed_same_weights_other_seed_other_order():
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
 
 
+def test_on_epoch_sees_each_epoch_and_can_stop_the_run():
+    seen = []
+    _, hist = _fit(epochs=3, on_epoch=lambda epoch, h: seen.append((epoch, h["val_acc"][-1])))
+    assert seen == list(enumerate(hist["val_acc"], start=1))
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch, history):
+        if epoch == 2:
+            raise Stop  # as a pruner's optuna.TrialPruned would
+    with pytest.raises(Stop):
+        _fit(epochs=5, on_epoch=stop_after_two)
+
+
 def test_eval_split_names_the_keys():
     _, hist = _fit(epochs=1, eval_split="test")
     assert "test_acc" in hist and "val_acc" not in hist
