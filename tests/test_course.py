@@ -110,7 +110,7 @@ def test_nbgrader_autograde_and_make_grade_agree(name, edition, tmp_path):
         assert scores(out.stdout) == nbgrader_scores[student], f"{student}:\n{out.stdout}"
     assert ours["solved"].returncode == 0 and "failed (" not in ours["solved"].stdout, ours["solved"].stdout
     assert "not attempted" in ours["untouched"].stdout and "passed (" not in ours["untouched"].stdout
-    assert ours["flipped"].returncode == 1 and "failed (" in ours["flipped"].stdout, ours["flipped"].stdout
+    assert ours["flipped"].returncode != 0 and "failed (" in ours["flipped"].stdout, ours["flipped"].stdout
 
 
 def edition_grade(edition: Path, name: str) -> subprocess.CompletedProcess:
@@ -124,7 +124,7 @@ def test_untouched_student_edition_is_not_attempted_and_not_answered(edition):
         lines = out.stdout.splitlines()
         statuses = {ln.split(": ", 1)[1].split(" (")[0] for ln in lines[:-1] if ": " in ln}
         assert statuses == {"not attempted", "not answered"}, out.stdout + out.stderr
-        assert lines[-1].endswith("(visible checks only)") and out.returncode == 1
+        assert lines[-1].endswith("(visible checks only)") and out.returncode != 0
 
 
 def test_student_edition_filled_in_runs_on_its_own_and_passes(edition, tmp_path):
