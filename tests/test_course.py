@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def edition(tmp_path_factory) -> Path:
 
 
 def flipped(nb: dict) -> dict:
-    """``nb`` with the first ' + ' or ' - ' inside a solution region of a code cell flipped."""
+    """``nb`` with the first sign (``+``, ``-``, ``+=``, ``-=``) in the code of a solution region flipped."""
     nb = json.loads(json.dumps(nb))
     for cell in nb["cells"]:
         if cell["cell_type"] != "code" or not course.meta(cell).get("solution"):
@@ -46,8 +47,9 @@ def flipped(nb: dict) -> dict:
         for i, line in enumerate(lines):
             if course.MARKER.match(line):
                 inside = "BEGIN" in line
-            elif inside and not line.lstrip().startswith("#") and (" + " in line or " - " in line):
-                lines[i] = line.replace(" + ", " - ", 1) if " + " in line else line.replace(" - ", " + ", 1)
+            elif inside and (match := re.search(r" ([-+])=? ", line.split("#")[0])):
+                other = "+" if match.group(1) == "-" else "-"
+                lines[i] = line[:match.start(1)] + other + line[match.end(1):]
                 cell["source"] = "\n".join(lines)
                 return nb
     raise AssertionError("no sign to flip")
