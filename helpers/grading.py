@@ -246,7 +246,7 @@ def grade_matrix_chain_grads(fn: Callable, seed: int = 0) -> None:
         ex.factors = {"N": 2}
         by_hand = [torch.tensor([[g]], dtype=F64) for g in (4.5, 5.0, 2.5)]
         got = ex.call("pinned case", fn, *_pinned_chain())
-        ex.close_each(names, got, by_hand, 1e-12, "pinned X=[[1],[2]], A=0, B=1, C=2 (by hand: 4.5, 5, 2.5)")
+        ex.close_each(names, got, by_hand, 1e-12, "pinned X=[[1],[2]], A=0, B=1, C=2 (by hand 4.5, 5, 2.5)")
 
 
 def grade_central_difference(fn: Callable, seed: int = 0) -> None:
@@ -592,7 +592,7 @@ def grade_batchnorm_forward(batchnorm_forward: Callable, seed: int = 0) -> None:
         by_hand = torch.tensor([[-1.0], [3.0]], dtype=F64)  # mu = 2, sigma^2 = 1: x_hat = [-1, 1], y = 2 x_hat + 1
         ex.close_each(["out", "running_mean", "running_var"], [out, mean, var],
                       [by_hand, torch.tensor([0.2], dtype=F64), torch.tensor([1.1], dtype=F64)], 1e-5,
-                      "worked case x=[1, 3], gamma=2, beta=1 (by hand: [-1, 3], 0.2, 1.1)")
+                      "worked case x=[1, 3], gamma=2, beta=1 (by hand [-1, 3], 0.2, 1.1)")
 
 
 def grade_batchnorm_backward(batchnorm_backward: Callable, seed: int = 0) -> None:
