@@ -67,7 +67,8 @@ def autograde_preprocessors() -> list:
     from nbgrader.converters import Autograde
     from nbgrader.preprocessors import Execute
 
-    return [grading_execute() if p is Execute else p for p in Autograde.autograde_preprocessors.default_value]
+    defaults = Autograde.class_traits()["autograde_preprocessors"].default()
+    return [grading_execute() if p is Execute else p for p in defaults]
 
 
 # ---- cells ----------------------------------------------------------------------------------------------
@@ -130,12 +131,12 @@ def strip_markers(nb: dict) -> dict:
 
 
 def find_source(submission: dict, candidates: list[Path], name: str = "this notebook") -> Path:
-    """The notebook among ``candidates`` whose check cells' ``grade_id``s the submission carries (never by
+    """The notebook among ``candidates`` whose graded cells' ``grade_id``s the submission carries (never by
     file name, so a renamed copy grades the same)."""
     ids = set(grade_ids(submission))
     for path in candidates:
-        checks = {meta(c)["grade_id"] for c in read_notebook(path)["cells"] if is_check(c)}
-        if checks and checks <= ids:
+        graded = {meta(c)["grade_id"] for c in read_notebook(path)["cells"] if meta(c).get("grade")}
+        if graded and graded <= ids:
             return path
     raise UsageError(f"{name} carries none of the series' exercises (no known grade_id in its cells); "
                      "grade a notebook of the series, e.g. NB=notebooks/01_matrix_chain_backprop.ipynb.")
@@ -144,12 +145,15 @@ def find_source(submission: dict, candidates: list[Path], name: str = "this note
 # ---- nbgrader runs ---------------------------------------------------------------------------------------
 
 def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
-    """``nbgrader ARGS`` in ``course`` (its ``nbgrader_config.py`` applies), this environment's bin/ on PATH
-    (nbgrader runs alembic as a command)."""
+    """``nbgrader ARGS`` in ``course`` (its ``nbgrader_config.py`` applies; RuntimeError if nbgrader cannot load
+    it), this environment's bin/ on PATH (nbgrader runs alembic as a command)."""
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    return subprocess.run([os.path.join(bin_dir, "nbgrader"), *args, "--CourseDirectory.root=" + str(course)],
+    done = subprocess.run([os.path.join(bin_dir, "nbgrader"), *args, "--CourseDirectory.root=" + str(course)],
                           cwd=course, env=env, capture_output=True, text=True)
+    if "Exception while loading config file" in done.stdout + done.stderr:  # nbgrader only logs it, then goes on
+        raise RuntimeError(f"nbgrader could not load {course / 'nbgrader_config.py'}:\n{done.stdout}{done.stderr}")
+    return done
 
 
 def nbgrader_config() -> str:
@@ -167,10 +171,7 @@ def new_course(sources: list[Path], keep_stubs: bool = False) -> Path:
         shutil.copyfile(path, course / "source" / ASSIGNMENT / path.name)
     config = nbgrader_config()
     if keep_stubs:
-        config += ("\n# Released notebooks as the source: clear nothing.\n"
-                   "from nbgrader.converters import GenerateAssignment as _G\n"
-                   "c.GenerateAssignment.preprocessors = [p for p in _G.preprocessors.default_value\n"
-                   "                                      if p.__name__ != 'ClearSolutions']\n")
+        config += "\n# Released notebooks as the source: clear nothing.\nc.ClearSolutions.enabled = False\n"
     (course / "nbgrader_config.py").write_text(config)
     done = _nbgrader(course, "generate_assignment", ASSIGNMENT, "--force")
     if done.returncode != 0:
