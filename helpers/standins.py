@@ -12,6 +12,9 @@ import numpy as np
 from helpers import datafiles
 
 MANIFEST = "MANIFEST.json"
+# Share of synthetic CIFAR-2 images drawn in front of a sky (bright blue) rather than foliage, by class: the stand-in
+# builds a background cue into its data, so a model trained on it can use the background colour.
+SKY_SHARE = {"airplane": 0.75, "bird": 0.3, "other": 0.5}
 FOLDERS = {"cifar2": Path("offline", datafiles.CIFAR10_FOLDER), "mnist": Path("offline", "MNIST", "raw")}
 
 
@@ -91,7 +94,7 @@ def _render(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     plane, bird = labels == 0, labels == 2
     u = lambda lo, hi: rng.uniform(lo, hi, m).astype(np.float32)  # noqa: E731
     # background: sky (bright blue, brighter at the top; mostly planes) or foliage (green-brown, blotchy; mostly birds)
-    sky = rng.random(m) < np.where(plane, 0.75, np.where(bird, 0.3, 0.5))
+    sky = rng.random(m) < np.where(plane, SKY_SHARE["airplane"], np.where(bird, SKY_SHARE["bird"], SKY_SHARE["other"]))
     base = np.where(sky[:, None], np.float32([0.52, 0.68, 0.90]), np.float32([0.38, 0.50, 0.30]))
     base = base + rng.normal(0, 0.08, (m, 3)).astype(np.float32)
     gradient = (u(0.0, 0.35) * np.where(sky, 1.0, 0.3))[:, None, None] * (0.5 - yy)
