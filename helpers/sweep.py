@@ -396,9 +396,8 @@ def open_storage(spec: str, shared: bool = True):
 def repair_journal(path: Path) -> None:
     """Drop a cut last line of the journal ``path`` (a worker killed while appending), with a RuntimeWarning;
     any other damage raises StorageError naming the file. Holds the journal's lock."""
-    lock = JournalFileSymlinkLock(str(path))
-    while not lock.acquire():
-        time.sleep(0.01)
+    lock = JournalFileSymlinkLock(str(path))  # Optuna's own: blocks; a lock left by a killed process expires
+    lock.acquire()
     try:
         raw = path.read_bytes() if path.exists() else b""
         *lines, cut = raw.split(b"\n")
