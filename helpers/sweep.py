@@ -387,7 +387,7 @@ def open_storage(spec: str, shared: bool = True):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(spec, engine_kwargs=timeout, heartbeat_interval=HEARTBEAT_INTERVAL,
-                              grace_period=GRACE_PERIOD, heartbeat_stale_trial_callback=_requeue_stale)
+                              grace_period=GRACE_PERIOD, heartbeat_stale_trial_callback=_queue_again)
     except Exception as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         raise StorageError(f"cannot open the study storage {masked(spec)}: {reason}") from None
@@ -396,9 +396,8 @@ def open_storage(spec: str, shared: bool = True):
 def repair_journal(path: Path) -> None:
     """Drop a cut last line of the journal ``path`` (a worker killed while appending), with a RuntimeWarning;
     any other damage raises StorageError naming the file. Holds the journal's lock."""
-    lock = JournalFileSymlinkLock(str(path))
-    while not lock.acquire():
-        time.sleep(0.01)
+    lock = JournalFileSymlinkLock(str(path))  # Optuna's own: blocks; a lock left by a killed process expires
+    lock.acquire()
     try:
         raw = path.read_bytes() if path.exists() else b""
         *lines, cut = raw.split(b"\n")
@@ -424,9 +423,7 @@ def _open_study(spec: str, name: str, shared: bool, create: bool = True) -> optu
         if create:
             return optuna.create_study(direction="maximize", load_if_exists=True, **kw)
         return optuna.load_study(**kw)
-    except KeyError:
-        raise
-    except (StorageError, optuna.exceptions.StorageInternalError, OSError) as err:
+    except (optuna.exceptions.StorageInternalError, OSError) as err:
         raise StorageError(f"cannot use the study storage {masked(spec)}: {err}") from None
 
 
@@ -453,14 +450,10 @@ def _requeue(study, trial: FrozenTrial, retry: bool = True) -> None:
 
 
 def _queue_again(study, trial: FrozenTrial, retry: bool = True) -> None:
+    """Queue ``trial``'s configuration again (also Optuna's callback for a trial failed for a stale heartbeat)."""
     attempt = trial.user_attrs.get("attempt", 0) + retry
     if "key" in trial.user_attrs and attempt <= RETRIES:
         _enqueue(study, trial.user_attrs["key"], trial.user_attrs["config"], attempt)
-
-
-def _requeue_stale(study, trial: FrozenTrial) -> None:
-    """Optuna's callback for a trial it failed for a stale heartbeat: queue it again."""
-    _queue_again(study, trial)
 
 
 def _alive(pid: int) -> bool:
@@ -607,8 +600,8 @@ def sweep(configs: Sequence[Mapping], splits, model_fn: Callable[[], nn.Module] 
     recover(study)
     by_key = _by_key(study)
     done = sum(any(t.state == TrialState.COMPLETE for t in by_key.get(k, ())) for k in keys)
-    pending = [(k, c) for k, c in zip(keys, canon) if not by_key.get(k)
-               or not any(t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING) for t in by_key[k])]
+    live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+    pending = [(k, c) for k, c in zip(keys, canon) if not any(t.state in live for t in by_key.get(k, ()))]
     say = progress or (lambda _msg: None)
     say(f"sweep {name!r}: {len(canon)} configs, {done} already in {masked(spec)}, {len(pending)} to train, "
         f"{len(canon) - done - len(pending)} queued or running elsewhere")
