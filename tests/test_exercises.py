@@ -170,11 +170,13 @@ def test_notebook01_untouched_release_is_not_attempted(tmp_path, student_edition
     assert result and set(result.values()) == {"not attempted", "not answered"}, out.stdout
 
 
-def test_notebook01_one_flipped_sign_fails_exactly_that_exercise(tmp_path):
+def test_notebook01_one_flipped_sign_fails_exactly_that_exercise_even_with_an_edited_check(tmp_path):
     nb = course.strip_markers(json.loads(NB01.read_text()))
     cell = next(c for c in nb["cells"] if course.meta(c).get("grade_id") == "01-matrix-chain-grads")
     assert cell["source"].count("dY = dU * U * (1 - U)") == 1
     cell["source"] = cell["source"].replace("dY = dU * U * (1 - U)", "dY = -dU * U * (1 - U)")
+    check = next(c for c in nb["cells"] if course.meta(c).get("grade_id") == "01-matrix-chain-grads-check")
+    check["source"] = "print('PASS  everything')"  # an edited check: autograde restores the locked original
     out = make_grade(write(tmp_path / "flipped.ipynb", nb))
     assert out.returncode != 0
     result = statuses(out.stdout)
